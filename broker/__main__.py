@@ -1,0 +1,184 @@
+"""Command line: ``broker serve | migrate | token``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from broker.auth import mint_dev_token
+from broker.config import Settings, load_settings
+from broker.errors import ConfigError
+from broker.logs import AccessLogger, setup_logging
+
+log = logging.getLogger("broker")
+
+DEMO_USER = ("demo-user", "demo@example.com")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="broker", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the broker")
+    _config_arg(serve)
+    serve.add_argument("--host", help="address to listen on (default: server.host)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: server.port)")
+    serve.add_argument(
+        "--insecure-dev",
+        action="store_true",
+        help="allow a development HS256 secret on a non-loopback address",
+    )
+    serve.add_argument("--log-level", default="INFO")
+
+    mig = sub.add_parser("migrate", help="apply database migrations and exit")
+    _config_arg(mig)
+
+    tok = sub.add_parser("token", help="print a signed development token (HS256 secret only)")
+    _config_arg(tok)
+    tok.add_argument("--sub", default=DEMO_USER[0])
+    tok.add_argument("--email", default=DEMO_USER[1])
+    tok.add_argument("--admin", action="store_true", help="add the first admin role")
+    tok.add_argument("--role", action="append", default=[], help="add a role (repeatable)")
+    tok.add_argument("--no-mfa", action="store_true", help="omit MFA from the amr claim")
+    tok.add_argument("--ttl", type=int, default=8 * 3600, help="lifetime in seconds")
+    return p
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML config file (default: embedded demo settings)",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return serve(args)
+        if args.command == "migrate":
+            return migrate_command(args)
+        if args.command == "token":
+            print(token_command(args))
+            return 0
+    except ConfigError as exc:
+        print(f"broker: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return 2
+
+
+def token_command(args: argparse.Namespace) -> str:
+    settings = load_settings(args.config)
+    if not settings.auth.hs256_secret:
+        raise ConfigError(
+            "'broker token' needs an HS256 secret; this broker verifies "
+            "tokens from its identity provider"
+        )
+    roles = list(args.role) + ([settings.auth.admin_roles[0]] if args.admin else [])
+    return mint_dev_token(
+        settings.auth.hs256_secret,
+        issuer=settings.auth.issuer,
+        audience=settings.auth.audience,
+        sub=args.sub,
+        email=args.email,
+        roles=roles,
+        mfa=not args.no_mfa,
+        ttl=args.ttl,
+        roles_claim=settings.auth.roles_claim,
+    )
+
+
+def migrate_command(args: argparse.Namespace) -> int:
+    from broker.db import create_engine, migrate
+
+    settings = load_settings(args.config)
+
+    async def run() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            await migrate(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    print("database is at the newest schema")
+    return 0
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(host, None)
+        except OSError:
+            return False
+        return all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+
+
+def serve(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
+    overrides: dict[str, object] = {}
+    if args.host:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
+    settings = (
+        load_settings(args.config, server=overrides) if overrides else load_settings(args.config)
+    )
+    host = settings.server.host
+    if settings.auth.dev_secret and not is_loopback(host) and not args.insecure_dev:
+        raise ConfigError(
+            f"refusing to listen on {host} with a development HS256 secret; "
+            "use a JWKS URL or public key, listen on loopback, or pass --insecure-dev"
+        )
+    from broker.app import create_app
+
+    app = create_app(settings)
+    app.on_startup.append(lambda _app: _announce(settings))
+    web.run_app(
+        app,
+        host=host,
+        port=settings.server.port,
+        access_log_class=AccessLogger,
+        print=None,
+        shutdown_timeout=10,
+    )
+    return 0
+
+
+async def _announce(settings: Settings) -> None:
+    base = settings.server.public_url or f"http://{settings.server.host}:{settings.server.port}"
+    lines = [f"broker listening on {base}"]
+    if settings.auth.dev_secret:
+        token = mint_dev_token(
+            settings.auth.hs256_secret,
+            issuer=settings.auth.issuer,
+            audience=settings.auth.audience,
+            sub=DEMO_USER[0],
+            email=DEMO_USER[1],
+            roles_claim=settings.auth.roles_claim,
+        )
+        lines += [
+            "demo token (8 h, user demo-user):",
+            f"  {token}",
+            f"portal: {base}/#token={token}",
+            f"try:    curl -s -H 'Authorization: Bearer {token}' {base}/api/workspaces",
+        ]
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""``create_app``: the aiohttp application and the lifetime of everything it owns.
+
+Each resource is set up in a cleanup context, so teardown runs only for what
+was set up, in reverse order. Dependencies can be injected (tests pass their
+own tunnel provider); what the app creates itself, it closes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+
+from aiohttp import web
+from sqlalchemy import select, update
+
+from broker import api, health
+from broker.auth import Authenticator
+from broker.background import Periodic
+from broker.config import Settings
+from broker.db import DbSession, create_engine, migrate, session_factory
+from broker.events import EventBus
+from broker.http import (
+    BROKER,
+    cors_middleware,
+    errors_middleware,
+    headers_middleware,
+    metrics_middleware,
+    unexpected_middleware,
+)
+from broker.metrics import Metrics
+from broker.models import Workspace, utcnow
+from broker.runtime import Broker
+from broker.sessions import SessionService
+from tunnels.base import TunnelProvider
+from tunnels.direct import DirectProvider
+
+log = logging.getLogger(__name__)
+
+ProviderFactory = Callable[[Settings], TunnelProvider]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    tunnels: TunnelProvider | None = None,
+    provider_factory: ProviderFactory | None = None,
+) -> web.Application:
+    """The broker as an aiohttp app. ``tunnels`` (owned by the caller) or
+    ``provider_factory`` replace the provider the settings name."""
+    app = web.Application(
+        middlewares=[
+            headers_middleware,
+            cors_middleware(settings.server.cors_origins),
+            metrics_middleware,
+            errors_middleware,
+            unexpected_middleware,
+        ],
+        client_max_size=settings.server.max_body_bytes,
+    )
+    app.router.add_routes(api.routes())
+    app.router.add_routes(health.routes())
+    app.cleanup_ctx.append(_lifetime(settings, tunnels, provider_factory))
+    return app
+
+
+def default_provider(settings: Settings) -> TunnelProvider:
+    if settings.tunnel.provider == "direct":
+        return DirectProvider()
+    raise NotImplementedError(f"tunnel provider {settings.tunnel.provider!r}")
+
+
+def _lifetime(
+    settings: Settings, injected: TunnelProvider | None, factory: ProviderFactory | None
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            engine = create_engine(
+                settings.database_url,
+                busy_timeout_ms=settings.database.busy_timeout_ms,
+                pool_size=settings.database.pool_size,
+                echo=settings.database.echo,
+            )
+            stack.push_async_callback(engine.dispose)
+            if settings.is_sqlite or settings.database.auto_migrate:
+                await migrate(engine)
+            db = session_factory(engine)
+            await seed_workspaces(db, settings)
+            if injected is not None:
+                tunnels = injected
+            else:
+                tunnels = (factory or default_provider)(settings)
+                stack.push_async_callback(tunnels.aclose)
+            auth = Authenticator(settings.auth)
+            stack.push_async_callback(auth.aclose)
+            metrics = Metrics()
+            events = EventBus()
+            sessions = SessionService(
+                db,
+                settings,
+                tunnels,
+                events,
+                on_launch=lambda outcome: metrics.launches.inc(outcome=outcome),
+                on_end=lambda reason: metrics.session_ends.inc(reason=reason),
+            )
+            app[BROKER] = Broker(settings, engine, db, tunnels, events, sessions, auth, metrics)
+            revokes = Periodic(
+                "revoke-retry", settings.tunnel.revoke_retry_seconds, sessions.retry_revokes
+            )
+            revokes.start()
+            stack.push_async_callback(revokes.aclose)
+            yield
+
+    return lifetime
+
+
+async def seed_workspaces(db: Callable[[], DbSession], settings: Settings) -> None:
+    """Make the workspaces table match the config: upsert each configured
+    workspace, disable the ones no longer configured (their sessions stay)."""
+    now = utcnow()
+    async with db() as s, s.begin():
+        existing = {w.id: w for w in (await s.scalars(select(Workspace))).all()}
+        for ws in settings.workspaces:
+            row = existing.get(ws.id)
+            if row is None:
+                s.add(
+                    Workspace(
+                        id=ws.id,
+                        name=ws.name,
+                        type=ws.type,
+                        protocol=ws.protocol,
+                        description=ws.description,
+                        enabled=True,
+                        updated_at=now,
+                    )
+                )
+            else:
+                row.name, row.type, row.protocol = ws.name, ws.type, ws.protocol
+                row.description, row.enabled, row.updated_at = ws.description, True, now
+        configured = [w.id for w in settings.workspaces]
+        await s.execute(
+            update(Workspace).where(Workspace.id.not_in(configured)).values(enabled=False)
+        )

@@ -1,0 +1,42 @@
+"""Session events between the parts of one broker (and, later, between replicas).
+
+The session state machine publishes `SessionEnded` after the change is
+committed; the viewer relay subscribes to close the stream it holds. Delivery
+is in-process here; a PostgreSQL ``LISTEN/NOTIFY`` bus can implement the same
+interface for several replicas, with a periodic sweep covering lost events.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnded:
+    session_id: str
+    reason: str
+
+
+Listener = Callable[[SessionEnded], Awaitable[None]]
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Register ``listener``; returns a function that unregisters it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    async def publish(self, event: SessionEnded) -> None:
+        """Deliver to every listener; one failing listener never stops the others."""
+        for listener in list(self._listeners):
+            try:
+                await listener(event)
+            except Exception:
+                log.exception("session event listener failed")

@@ -1,0 +1,152 @@
+"""Database tables (SQLAlchemy 2 declarative). Schema changes go through Alembic
+migrations in ``broker/migrations``; this module and the newest migration must agree
+(a test compares them).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every backend
+    (SQLite keeps no zone; PostgreSQL columns are ``timestamptz``)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class SessionStatus(StrEnum):
+    ACTIVE = "active"
+    DISCONNECTED = "disconnected"
+    TERMINATED = "terminated"
+
+
+class EndReason(StrEnum):
+    """Why a session ended; decides its status (DESIGN.md section 1)."""
+
+    USER_DISCONNECT = "user_disconnect"
+    IDLE_TIMEOUT = "idle_timeout"
+    MAX_DURATION = "max_duration"
+    WORKSPACE_STOP = "workspace_stop"
+    ADMIN_TERMINATE = "admin_terminate"
+    LAUNCH_FAILED = "launch_failed"
+    TUNNEL_LOST = "tunnel_lost"
+    SYSTEM = "system"
+
+    @property
+    def status(self) -> SessionStatus:
+        if self in (EndReason.USER_DISCONNECT, EndReason.IDLE_TIMEOUT, EndReason.MAX_DURATION):
+            return SessionStatus.DISCONNECTED
+        return SessionStatus.TERMINATED
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Workspace(Base):
+    __tablename__ = "workspaces"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(16))
+    protocol: Mapped[str] = mapped_column(String(16))
+    description: Mapped[str] = mapped_column(Text, default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Session(Base):
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255), index=True)
+    user_email: Mapped[str] = mapped_column(String(320))
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"))
+    workspace_name: Mapped[str] = mapped_column(String(200))
+    workspace_type: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    end_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    ip_address: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer, default=0)
+    tunnel_status: Mapped[str] = mapped_column(String(16))
+    tunnel_provider: Mapped[str] = mapped_column(String(16))
+    grant_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    mfa_verified: Mapped[bool] = mapped_column(Boolean)
+    client_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        # At most one active session per workspace, enforced by the database.
+        Index(
+            "uq_sessions_active_workspace",
+            "workspace_id",
+            unique=True,
+            sqlite_where=text("status = 'active'"),
+            postgresql_where=text("status = 'active'"),
+        ),
+        Index("ix_sessions_user_started", "user_id", "started_at"),
+        Index("ix_sessions_status", "status"),
+    )
+
+
+class ViewerToken(Base):
+    __tablename__ = "viewer_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
+    user_id: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AuditEvent(Base):
+    """Append-only: the application inserts rows and never updates or deletes them."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    user_id: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    user_email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    client_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    session_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    workspace_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    details: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
