@@ -79,6 +79,7 @@ def _lifetime(
                 settings.database_url,
                 busy_timeout_ms=settings.database.busy_timeout_ms,
                 pool_size=settings.database.pool_size,
+                statement_timeout=settings.database.statement_timeout_seconds,
                 echo=settings.database.echo,
             )
             stack.push_async_callback(engine.dispose)

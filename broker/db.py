@@ -24,13 +24,31 @@ __all__ = ["DbSession", "create_engine", "migrate", "alembic_config", "session_f
 
 
 def create_engine(
-    url: str, *, busy_timeout_ms: int = 5000, pool_size: int = 10, echo: bool = False
+    url: str,
+    *,
+    busy_timeout_ms: int = 5000,
+    pool_size: int = 10,
+    statement_timeout: float = 10.0,
+    echo: bool = False,
 ) -> AsyncEngine:
-    """An async engine for ``url``; SQLite files get their directory created."""
+    """An async engine for ``url``; SQLite files get their directory created.
+    Every PostgreSQL connect and statement is bounded by ``statement_timeout``."""
     if url.startswith("sqlite"):
         return _sqlite_engine(url, busy_timeout_ms, echo)
+    connect_args: dict[str, Any] = {}
+    if url.startswith("postgresql+asyncpg"):
+        connect_args = {
+            "timeout": statement_timeout,
+            "command_timeout": statement_timeout,
+            "server_settings": {"statement_timeout": str(int(statement_timeout * 1000))},
+        }
     return create_async_engine(
-        url, pool_size=pool_size, pool_pre_ping=True, pool_timeout=10, echo=echo
+        url,
+        pool_size=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=statement_timeout,
+        echo=echo,
+        connect_args=connect_args,
     )
 
 

@@ -1,0 +1,42 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+# Everything else here is what those two are made of.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+
+.PHONY: run test install lint typecheck unit test-pg clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the broker on its embedded demo defaults (or ARGS="--config broker.toml").
+run: install
+	$(BIN)/broker serve $(ARGS)
+
+## Install everything the tests need, then lint, type-check and run every test.
+test: install lint typecheck unit
+
+lint: install
+	$(BIN)/ruff check broker tunnels protocols tests
+	$(BIN)/ruff format --check broker tunnels protocols
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/python -m pytest -q
+
+## The database tests again on PostgreSQL, in a fresh database created and dropped here.
+test-pg: install
+	bash .ci/postgres-tests
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,165 @@
+"""Shared fixtures: a real database per test (SQLite file by default; PostgreSQL
+when BROKER_TEST_DATABASE_URL points at one), the broker app on a real socket,
+and development tokens."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from broker.app import create_app
+from broker.auth import mint_dev_token
+from broker.config import Settings, load_settings
+from tunnels.base import TunnelProvider
+
+TEST_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
+ISSUER = "connection-broker-dev"
+AUDIENCE = "connection-broker"
+PG_URL = os.environ.get("BROKER_TEST_DATABASE_URL", "")
+
+WORKSPACES_TOML = """
+[[workspaces]]
+id = "ws-linux-desktop"
+name = "Linux Desktop"
+type = "linux"
+description = "Linux over VNC"
+
+[[workspaces]]
+id = "ws-windows"
+name = "Windows Server"
+type = "rdp"
+
+[[workspaces]]
+id = "ws-wiki"
+name = "Team Wiki"
+type = "html5"
+port = 8081
+
+[[workspaces]]
+id = "ws-finance"
+name = "Finance Desktop"
+type = "rdp"
+allowed_roles = ["finance"]
+"""
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return Path(__file__).resolve().parents[1].parent / "shared"
+
+
+async def _reset_postgres(url: str) -> None:
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(text("DROP SCHEMA public CASCADE"))
+        await conn.execute(text("CREATE SCHEMA public"))
+    await engine.dispose()
+
+
+@pytest.fixture
+async def database_url(tmp_path: Path) -> str:
+    """A fresh, empty database for this test."""
+    if PG_URL:
+        await _reset_postgres(PG_URL)
+        return PG_URL
+    return f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}"
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, database_url: str) -> Callable[..., Path]:
+    """Write a config file: the test workspaces plus ``extra`` TOML."""
+
+    def write(extra: str = "", *, workspaces: str = WORKSPACES_TOML) -> Path:
+        path = tmp_path / "broker.toml"
+        head = textwrap.dedent(f"""
+            [server]
+            data_dir = "{tmp_path / 'data'}"
+
+            [database]
+            url = "{database_url}"
+            auto_migrate = true
+            """)
+        path.write_text(head + textwrap.dedent(extra) + workspaces)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def make_settings(write_config: Callable[..., Path]) -> Callable[..., Settings]:
+    def make(extra: str = "", env: dict[str, str] | None = None, **kw: Any) -> Settings:
+        env = {"BROKER_AUTH_HS256_SECRET": TEST_SECRET, **(env or {})}
+        return load_settings(write_config(extra, **kw), env=env)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def token() -> Callable[..., str]:
+    def make(
+        sub: str = "alice",
+        email: str | None = None,
+        roles: list[str] | None = None,
+        *,
+        mfa: bool = True,
+        ttl: int = 600,
+    ) -> str:
+        return mint_dev_token(
+            TEST_SECRET,
+            issuer=ISSUER,
+            audience=AUDIENCE,
+            sub=sub,
+            email=email or f"{sub}@example.com",
+            roles=roles or [],
+            mfa=mfa,
+            ttl=ttl,
+        )
+
+    return make
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def start_broker() -> AsyncIterator[Callable[..., Any]]:
+    """Start a broker app on a real loopback socket; closed after the test."""
+    clients: list[TestClient[web.Request, web.Application]] = []
+
+    async def start(
+        settings: Settings, *, tunnels: TunnelProvider | None = None
+    ) -> TestClient[web.Request, web.Application]:
+        app = create_app(settings, tunnels=tunnels)
+        client: TestClient[web.Request, web.Application] = TestClient(
+            TestServer(app, host="127.0.0.1")
+        )
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in reversed(clients):
+        await client.close()
+
+
+@pytest.fixture
+async def client(
+    start_broker: Callable[..., Any], settings: Settings
+) -> TestClient[web.Request, web.Application]:
+    result: TestClient[web.Request, web.Application] = await start_broker(settings)
+    return result
