@@ -1,0 +1,435 @@
+"""The Guacamole instruction codec: framing, parsing and encoding. No I/O.
+
+Wire format: ``LEN.VALUE,LEN.VALUE,...;`` in UTF-8, where ``LEN`` counts
+Unicode code points (Python ``len(str)``), not bytes. ``;`` and ``,`` occur
+inside values (``31.audio/L16;rate=44100,channels=2``), so everything here
+frames by the length prefixes only, never by searching for terminators.
+
+Limits are guacd's (``libguac/parser-constants.h``): an instruction is at most
+``MAX_INSTRUCTION_LENGTH`` code points (prefixes and separators included),
+``MAX_ELEMENTS`` elements and ``MAX_LENGTH_DIGITS`` digits a length prefix.
+Input beyond them raises `InstructionTooLarge` before it is buffered, so no
+input can make a parser hold more than one instruction's worth of bytes.
+
+Three tools, from cheapest to richest:
+
+- `BoundaryScanner`: fed raw bytes, tells how many bytes at its head are whole
+  instructions, without decoding or building objects per instruction. It also
+  notes cheaply whether a ``sync`` went by and the first ``error``. Meant for
+  the relay, which forwards whole instructions and must not pay for parsing
+  multi-kilobyte blobs.
+- `Parser`: fed raw bytes in any chunking (UTF-8 characters split across
+  chunks included), returns `Instruction` objects.
+- `parse_instruction` / `parse_instructions`: for complete text (a browser's
+  WebSocket message is exactly one instruction).
+
+`Instruction.encode` is the encoder; it refuses instructions guacd would.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from protocols.errors import IncompleteInstruction, InstructionError, InstructionTooLarge
+from protocols.status import GuacamoleStatus
+
+MAX_INSTRUCTION_LENGTH = 8192
+MAX_ELEMENTS = 128
+MAX_LENGTH_DIGITS = 5
+
+_CONTINUATION_BYTES = bytes(range(0x80, 0xC0))
+_COMMA, _SEMICOLON = 0x2C, 0x3B
+
+
+@dataclass(frozen=True, slots=True)
+class Instruction:
+    """One instruction: an opcode and its arguments, all text.
+
+    The opcode ``""`` marks the tunnel's internal instructions (``0.,4.ping,...``),
+    which are never forwarded to guacd.
+    """
+
+    opcode: str
+    args: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, opcode: str, *args: str | int | bool) -> Instruction:
+        """Build from mixed values: ints as decimal, bools as ``true``/``false``."""
+        return cls(opcode, tuple(_as_text(a) for a in args))
+
+    @property
+    def is_internal(self) -> bool:
+        return self.opcode == ""
+
+    def encode(self) -> str:
+        """The wire text. Raises `InstructionTooLarge` beyond guacd's limits."""
+        elements = (self.opcode, *self.args)
+        if len(elements) > MAX_ELEMENTS:
+            raise InstructionTooLarge(f"{len(elements)} elements (limit {MAX_ELEMENTS})")
+        text = ",".join([f"{len(e)}.{e}" for e in elements]) + ";"
+        if len(text) > MAX_INSTRUCTION_LENGTH:
+            raise InstructionTooLarge(
+                f"{self.opcode!r} instruction of {len(text)} characters"
+                f" (limit {MAX_INSTRUCTION_LENGTH})"
+            )
+        return text
+
+    def to_bytes(self) -> bytes:
+        """The wire bytes (UTF-8). Raises `InstructionError` for unencodable text."""
+        try:
+            return self.encode().encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InstructionError(f"{self.opcode!r} instruction is not valid Unicode") from exc
+
+
+def encode_instructions(instructions: Iterable[Instruction]) -> bytes:
+    """Concatenated wire bytes of several instructions."""
+    return b"".join(i.to_bytes() for i in instructions)
+
+
+def _as_text(value: str | int | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReport:
+    """What an ``error`` instruction said: guacd's message and decimal code."""
+
+    message: str
+    code: int
+
+    @property
+    def status(self) -> GuacamoleStatus:
+        return GuacamoleStatus.from_code(self.code)
+
+    @classmethod
+    def from_instruction(cls, instruction: Instruction) -> ErrorReport:
+        """Read ``error,<message>,<code>``; a missing or bad code reads as 512."""
+        args = instruction.args
+        message = args[0] if args else ""
+        try:
+            code = int(args[1])
+        except (IndexError, ValueError):
+            code = int(GuacamoleStatus.SERVER_ERROR)
+        return cls(message, code)
+
+
+# --------------------------------------------------------------------------- text
+
+
+def parse_instruction(text: str) -> Instruction:
+    """Parse text holding exactly one instruction.
+
+    Raises `InstructionError` when it is malformed, incomplete or followed by
+    anything, `InstructionTooLarge` beyond guacd's limits.
+    """
+    instruction, end = _parse_at(text, 0)
+    if end != len(text):
+        raise InstructionError("text after the end of the instruction")
+    return instruction
+
+
+def parse_instructions(text: str) -> list[Instruction]:
+    """Parse text holding whole instructions only (``""`` gives ``[]``)."""
+    result: list[Instruction] = []
+    pos, end = 0, len(text)
+    while pos < end:
+        instruction, pos = _parse_at(text, pos)
+        result.append(instruction)
+    return result
+
+
+def _parse_at(text: str, pos: int) -> tuple[Instruction, int]:
+    """Parse the instruction starting at ``pos``; return it and where it ends."""
+    start, size = pos, len(text)
+    elements: list[str] = []
+    while True:
+        if pos >= size:
+            raise IncompleteInstruction("text ends inside an instruction")
+        dot = text.find(".", pos, pos + MAX_LENGTH_DIGITS + 1)
+        digits = text[pos:dot] if dot > pos else text[pos : pos + MAX_LENGTH_DIGITS + 1]
+        if not (digits.isascii() and digits.isdigit()):
+            raise InstructionError(f"malformed length prefix at character {pos}")
+        if dot < 0:
+            if size - pos > MAX_LENGTH_DIGITS:
+                raise InstructionTooLarge(f"length prefix over {MAX_LENGTH_DIGITS} digits")
+            raise IncompleteInstruction("text ends inside a length prefix")
+        end = dot + 1 + int(digits)
+        if end + 1 - start > MAX_INSTRUCTION_LENGTH:
+            raise InstructionTooLarge(f"instruction over {MAX_INSTRUCTION_LENGTH} characters")
+        if end >= size:
+            raise IncompleteInstruction("text ends inside an instruction")
+        elements.append(text[dot + 1 : end])
+        if len(elements) > MAX_ELEMENTS:
+            raise InstructionTooLarge(f"instruction over {MAX_ELEMENTS} elements")
+        terminator, pos = text[end], end + 1
+        if terminator == ";":
+            return Instruction(elements[0], tuple(elements[1:])), pos
+        if terminator != ",":
+            raise InstructionError(f"element not followed by ',' or ';' at character {end}")
+
+
+# -------------------------------------------------------------------------- bytes
+
+
+class BoundaryScanner:
+    """Finds whole instructions in a byte stream without parsing them.
+
+    Feed it the bytes as they arrive; ``feed`` returns how many bytes at the
+    head of what it holds are whole instructions; ``take``/``take_text``
+    removes and returns them. A partial instruction at the tail stays inside
+    (at most one instruction: about 32 KiB at guacd's limits).
+
+    Cost: a few Python operations per *element*, never per byte. Each fed
+    chunk is checked once with ``bytes.isascii``; in ASCII chunks (guacd's
+    output nearly always: blobs are base64) bytes are code points and an
+    element is skipped by arithmetic. Elements in other chunks are checked
+    with ``isascii`` and counted with ``bytes.translate`` only if needed.
+
+    Cheap observations for the relay, updated as instructions complete:
+    ``syncs`` (how many ``sync`` instructions went by; the relay holds browser
+    input until the first), ``error`` (the first ``error`` instruction seen,
+    as an `ErrorReport`), ``instructions`` (count of whole instructions).
+
+    The scanner checks framing and limits but not UTF-8 validity: ``take_text``
+    decodes strictly. Any `InstructionError` is final: the stream cannot be
+    resynchronised, and later calls raise it again.
+
+    The caller must ``take`` what it is given: held bytes grow until it does.
+    """
+
+    __slots__ = (
+        "_buf",
+        "_base",
+        "_pos",
+        "_ready",
+        "_ends",
+        "_in_content",
+        "_remaining",
+        "_elements",
+        "_chars",
+        "_inst_start",
+        "_opcode_start",
+        "_opcode_end",
+        "_ascii_from",
+        "_failure",
+        "syncs",
+        "instructions",
+        "error",
+    )
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._base = 0  # stream offset of _buf[0]
+        self._pos = 0  # next byte of _buf to examine
+        self._ready = 0  # bytes at the head of _buf that are whole instructions
+        self._ends: deque[int] = deque()  # stream offsets where whole instructions end
+        self._in_content = False
+        self._remaining = 0  # code points left in the current element
+        self._elements = 0
+        self._chars = 0  # code points of the current instruction so far
+        self._inst_start = 0
+        self._opcode_start = 0
+        self._opcode_end = 0
+        self._ascii_from = 0  # every byte from here on is ASCII
+        self._failure: InstructionError | None = None
+        self.syncs = 0
+        self.instructions = 0
+        self.error: ErrorReport | None = None
+
+    @property
+    def sync_seen(self) -> bool:
+        return self.syncs > 0
+
+    @property
+    def ready(self) -> int:
+        """Bytes of whole instructions waiting to be taken."""
+        return self._ready
+
+    @property
+    def pending(self) -> int:
+        """Bytes of the partial instruction held at the tail."""
+        return len(self._buf) - self._ready
+
+    @property
+    def at_boundary(self) -> bool:
+        """True when no partial instruction is held."""
+        return len(self._buf) == self._ready
+
+    def feed(self, data: bytes | bytearray | memoryview) -> int:
+        """Add bytes; return how many bytes of whole instructions are ready.
+
+        Raises `InstructionError` (or `InstructionTooLarge`) on malformed input.
+        """
+        if self._failure is not None:
+            raise InstructionError(self._failure.message, status=self._failure.status)
+        self._buf += data
+        if not (data.tobytes() if isinstance(data, memoryview) else data).isascii():
+            self._ascii_from = len(self._buf)  # conservative: any of this chunk may be
+        try:
+            self._scan()
+        except InstructionError as exc:
+            self._failure = exc
+            raise
+        return self._ready
+
+    def take(self, max_bytes: int | None = None) -> bytes:
+        """Remove and return the whole instructions ready (``b""`` if none).
+
+        With ``max_bytes``, return only as many whole instructions as fit (but
+        always at least one), for callers that cap their frame size.
+        """
+        cut = self._ready
+        if max_bytes is not None and cut > max_bytes:
+            cut = self._ends[0] - self._base
+            for end in self._ends:
+                if end - self._base > max_bytes:
+                    break
+                cut = end - self._base
+        if cut == 0:
+            return b""
+        while self._ends and self._ends[0] - self._base <= cut:
+            self._ends.popleft()
+        data = bytes(self._buf[:cut])
+        del self._buf[:cut]
+        self._base += cut
+        self._pos -= cut
+        self._ready -= cut
+        self._inst_start -= cut
+        self._opcode_start -= cut
+        self._opcode_end -= cut
+        self._ascii_from = max(0, self._ascii_from - cut)
+        return data
+
+    def take_text(self, max_bytes: int | None = None) -> str:
+        """Like `take`, decoded; raises `InstructionError` for invalid UTF-8."""
+        data = self.take(max_bytes)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InstructionError("instruction is not valid UTF-8") from exc
+
+    def _scan(self) -> None:
+        # One loop with local state: this runs once per element of every
+        # instruction guacd sends, so method calls and attribute lookups here
+        # are most of the relay's framing cost.
+        buf, size, pos = self._buf, len(self._buf), self._pos
+        ascii_from = self._ascii_from
+        in_content, remaining = self._in_content, self._remaining
+        elements, chars = self._elements, self._chars
+        opcode_start, opcode_end = self._opcode_start, self._opcode_end
+        inst_start = self._inst_start
+        try:
+            while pos < size:
+                if not in_content:
+                    dot = buf.find(b".", pos, pos + MAX_LENGTH_DIGITS + 1)
+                    if dot < 0:
+                        _check_partial_prefix(buf, pos, size)
+                        break
+                    digits = buf[pos:dot]
+                    if not digits.isdigit():
+                        raise InstructionError("malformed length prefix")
+                    remaining = int(digits)
+                    elements += 1
+                    chars += dot - pos + remaining + 2
+                    if elements > MAX_ELEMENTS or chars > MAX_INSTRUCTION_LENGTH:
+                        raise InstructionTooLarge(
+                            f"instruction over {MAX_INSTRUCTION_LENGTH} characters"
+                            f" or {MAX_ELEMENTS} elements"
+                        )
+                    pos = dot + 1
+                    if elements == 1:
+                        opcode_start = pos
+                    in_content = True
+                end = pos + remaining
+                if end < size and pos >= ascii_from:
+                    pos, remaining = end, 0  # ASCII: bytes are code points
+                else:
+                    pos, remaining = _advance(buf, pos, remaining, size)
+                    if remaining or pos >= size:
+                        break  # the element or its last character is not all here
+                terminator = buf[pos]
+                in_content = False
+                if elements == 1:
+                    opcode_end = pos
+                pos += 1
+                if terminator == _COMMA:
+                    continue
+                if terminator != _SEMICOLON:
+                    raise InstructionError("element not followed by ',' or ';'")
+                elements = chars = 0
+                self.instructions += 1
+                self._ready = self._inst_start = pos
+                self._ends.append(self._base + pos)
+                opcode_length = opcode_end - opcode_start
+                if opcode_length == 4 and buf.startswith(b"sync", opcode_start):
+                    self.syncs += 1
+                elif opcode_length == 5 and buf.startswith(b"error", opcode_start):
+                    self._note_error(bytes(buf[inst_start:pos]))
+                inst_start = pos
+        finally:
+            self._pos, self._in_content, self._remaining = pos, in_content, remaining
+            self._elements, self._chars = elements, chars
+            self._opcode_start, self._opcode_end = opcode_start, opcode_end
+
+    def _note_error(self, raw: bytes) -> None:
+        if self.error is None:
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InstructionError("instruction is not valid UTF-8") from exc
+            self.error = ErrorReport.from_instruction(parse_instruction(text))
+
+
+def _check_partial_prefix(buf: bytearray, pos: int, size: int) -> None:
+    """Raise unless ``buf[pos:size]`` can still become a valid length prefix."""
+    if size - pos > MAX_LENGTH_DIGITS:
+        raise InstructionTooLarge(f"length prefix over {MAX_LENGTH_DIGITS} digits")
+    if not buf[pos:size].isdigit():
+        raise InstructionError("malformed length prefix")
+
+
+def _advance(buf: bytearray, pos: int, remaining: int, size: int) -> tuple[int, int]:
+    """Skip ``remaining`` code points from ``pos``; return the new (pos, remaining).
+
+    Counts characters *started* (non-continuation bytes), so a character split
+    across feeds is counted once, when its first byte arrives. When all are
+    started, the continuation bytes of the last one are skipped too.
+    """
+    while remaining and pos < size:
+        end = min(pos + remaining, size)
+        if buf[pos:end].isascii():
+            remaining -= end - pos
+        else:
+            remaining -= len(buf[pos:end].translate(None, _CONTINUATION_BYTES))
+        pos = end
+    while pos < size and 0x80 <= buf[pos] < 0xC0:
+        pos += 1
+    return pos, remaining
+
+
+class Parser:
+    """Incremental parser: bytes in any chunking in, `Instruction` objects out.
+
+    Raises `InstructionError` / `InstructionTooLarge` on malformed input (final,
+    like `BoundaryScanner`). ``pending`` tells how many bytes of a partial
+    instruction it holds; a stream that ends with ``pending > 0`` was cut.
+    """
+
+    __slots__ = ("_scanner",)
+
+    def __init__(self) -> None:
+        self._scanner = BoundaryScanner()
+
+    @property
+    def pending(self) -> int:
+        return self._scanner.pending
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Instruction]:
+        if not self._scanner.feed(data):
+            return []
+        return parse_instructions(self._scanner.take_text())
