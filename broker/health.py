@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 from typing import Any
 
@@ -13,6 +14,8 @@ from broker.http import broker_of, json_response
 from broker.metrics import Labels, gauge_lines
 from broker.runtime import Broker
 from tunnels.base import Check
+
+log = logging.getLogger(__name__)
 
 CHECK_TIMEOUT = 3.0
 
@@ -75,7 +78,8 @@ async def metrics(request: web.Request) -> web.Response:
     lines = list(broker.metrics.render())
     try:
         counts = await asyncio.wait_for(broker.sessions.count_by_status(), CHECK_TIMEOUT)
-    except Exception:
+    except Exception as exc:  # metrics must render even when the database is down
+        log.warning("session counts unavailable: %s", type(exc).__name__)
         counts = None
     if counts is not None:
         values: dict[Labels, float] = {

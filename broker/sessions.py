@@ -155,7 +155,7 @@ class SessionService:
     async def count_by_status(self) -> dict[str, int]:
         async with self._db() as db:
             rows = await db.execute(select(Session.status, func.count()).group_by(Session.status))
-            return {status: count for status, count in rows.tuples()}
+            return {str(status): int(count) for status, count in rows.all()}
 
     async def session_for_viewer_token(self, token: str) -> Session:
         """The active session a viewer token belongs to; `Unauthorized` otherwise

@@ -82,7 +82,7 @@ def write_config(tmp_path: Path, database_url: str) -> Callable[..., Path]:
         path = tmp_path / "broker.toml"
         head = textwrap.dedent(f"""
             [server]
-            data_dir = "{tmp_path / 'data'}"
+            data_dir = "{tmp_path / "data"}"
 
             [database]
             url = "{database_url}"
