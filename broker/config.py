@@ -357,6 +357,12 @@ def dev_secret(data_dir: Path) -> str:
     return value
 
 
+def _valid_id(value: str) -> bool:
+    # ASCII only: str.isalnum() also accepts look-alikes such as a fullwidth "ｏ".
+    bare = value.replace("-", "").replace("_", "")
+    return 0 < len(value) <= 64 and bare.isascii() and bare.isalnum()
+
+
 def _validate(settings: Settings) -> None:
     auth = settings.auth
     if not (auth.jwks_url or auth.public_key_file or auth.hs256_secret):
@@ -379,8 +385,8 @@ def _validate(settings: Settings) -> None:
         if ws.id in seen:
             raise ConfigError(f"'{key}.id': duplicate workspace id {ws.id!r}")
         seen.add(ws.id)
-        if not ws.id or len(ws.id) > 64 or not ws.id.replace("-", "").replace("_", "").isalnum():
-            raise ConfigError(f"'{key}.id' must be 1-64 letters, digits, '-' or '_'")
+        if not _valid_id(ws.id):
+            raise ConfigError(f"'{key}.id' must be 1-64 ASCII letters, digits, '-' or '_'")
         if ws.type not in WORKSPACE_TYPES:
             raise ConfigError(f"'{key}.type' must be one of {', '.join(WORKSPACE_TYPES)}")
         if ws.type != "html5" and ws.protocol not in GUACD_PROTOCOLS:
