@@ -13,7 +13,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
@@ -86,10 +86,21 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
+# Any fixed 64-bit number: the PostgreSQL advisory lock replicas take turns on.
+MIGRATION_LOCK_ID = 0x62726F6B6572  # "broker"
+
+
 async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` (Alembic), on the engine's own connection."""
+    """Bring the schema to ``revision`` (Alembic), on the engine's own connection.
+
+    Safe to run from several replicas at once: on PostgreSQL they queue on an
+    advisory lock held for the migration's transaction (SQLite's ``BEGIN
+    IMMEDIATE`` already serializes them); the later ones then find the schema
+    at ``revision`` and do nothing."""
 
     def run(conn: Connection) -> None:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
         cfg = alembic_config(engine.url.render_as_string(hide_password=False))
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
