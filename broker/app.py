@@ -14,7 +14,7 @@ from contextlib import AsyncExitStack
 from aiohttp import web
 from sqlalchemy import select, update
 
-from broker import api, health
+from broker import api, health, viewer
 from broker.auth import Authenticator
 from broker.background import Periodic
 from broker.config import Settings
@@ -32,6 +32,8 @@ from broker.metrics import Metrics
 from broker.models import Workspace, utcnow
 from broker.runtime import Broker
 from broker.sessions import SessionService
+from broker.viewers import DRAINING
+from broker.workspaces import check_workspaces
 from tunnels.base import TunnelProvider
 from tunnels.direct import DirectProvider
 
@@ -60,6 +62,8 @@ def create_app(
     )
     app.router.add_routes(api.routes())
     app.router.add_routes(health.routes())
+    app.router.add_routes(viewer.routes())
+    app.on_shutdown.append(_close_viewers)
     app.cleanup_ctx.append(_lifetime(settings, tunnels, provider_factory))
     return app
 
@@ -75,6 +79,7 @@ def _lifetime(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            check_workspaces(settings.workspaces)
             engine = create_engine(
                 settings.database_url,
                 busy_timeout_ms=settings.database.busy_timeout_ms,
@@ -104,7 +109,19 @@ def _lifetime(
                 on_launch=lambda outcome: metrics.launches.inc(outcome=outcome),
                 on_end=lambda reason: metrics.session_ends.inc(reason=reason),
             )
-            app[BROKER] = Broker(settings, engine, db, tunnels, events, sessions, auth, metrics)
+            stack.push_async_callback(sessions.aclose)
+            guacd = viewer.guacd_client(
+                settings.guacd.endpoints,
+                tls=settings.guacd.tls,
+                ca_file=settings.guacd.tls_ca_file,
+                connect_timeout=settings.guacd.connect_timeout_seconds,
+                reply_timeout=settings.guacd.reply_timeout_seconds,
+            )
+            broker = Broker(
+                settings, engine, db, tunnels, events, sessions, auth, metrics, guacd=guacd
+            )
+            events.subscribe(broker.viewers.on_session_ended)
+            app[BROKER] = broker
             revokes = Periodic(
                 "revoke-retry", settings.tunnel.revoke_retry_seconds, sessions.retry_revokes
             )
@@ -142,3 +159,12 @@ async def seed_workspaces(db: Callable[[], DbSession], settings: Settings) -> No
         await s.execute(
             update(Workspace).where(Workspace.id.not_in(configured)).values(enabled=False)
         )
+
+
+async def _close_viewers(app: web.Application) -> None:
+    """On shutdown, live viewers are told SERVER_BUSY so they reconnect elsewhere;
+    their sessions stay active."""
+    broker = app.get(BROKER)
+    if broker is not None:
+        broker.draining = True
+        broker.viewers.end_all(DRAINING)

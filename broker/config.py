@@ -100,8 +100,70 @@ class NetBirdConfig:
 
 
 @dataclass(frozen=True)
+class GuacdSettings:
+    endpoints: tuple[str, ...] = ("127.0.0.1:4822",)
+    tls: bool = False
+    tls_ca_file: str = ""
+    connect_timeout_seconds: float = 5.0
+    reply_timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class ViewerSettings:
+    guacamole_js: str = ""
+    held_input_limit: int = 256
+
+
+@dataclass(frozen=True)
 class DemoSettings:
     enabled: bool = False
+
+
+@dataclass(frozen=True)
+class AppsSettings:
+    """HTML5 workspaces (`broker.webproxy`): each session's web app is served
+    from an origin of its own, made from ``origin_template``."""
+
+    origin_template: str = "http://{session}.localhost:{port}"
+    cookie_name: str = "broker_app"
+    cookie_samesite: str = "Lax"
+    connect_timeout_seconds: float = 10.0
+    read_timeout_seconds: float = 300.0
+    max_request_bytes: int = 104857600
+    ws_max_message_bytes: int = 4194304
+    sweep_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        parse_origin_template(self.origin_template)
+        name = self.cookie_name
+        if not name or not name.isascii() or not name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError("'apps.cookie_name' must be letters, digits, '-' or '_'")
+        if self.cookie_samesite not in ("Lax", "Strict"):
+            raise ConfigError("'apps.cookie_samesite' must be \"Lax\" or \"Strict\"")
+
+
+def parse_origin_template(template: str) -> tuple[str, str, str]:
+    """``scheme://{session}.<domain>[:<port>|:{port}]`` → (scheme, ".<domain>", port
+    or "{port}" or ""); `ConfigError` for anything else. ``{session}`` must be
+    the whole first label, so every session gets an origin of its own."""
+    scheme, sep, rest = template.partition("://")
+    host, _, port = rest.removesuffix("/").partition(":")
+    suffix = host.removeprefix("{session}")
+    ok = (
+        scheme in ("http", "https")
+        and sep == "://"
+        and host.startswith("{session}.")
+        and len(suffix) > 1
+        and all(c.isalnum() or c in ".-" for c in suffix)
+        and ".." not in suffix
+        and (port in ("", "{port}") or (port.isdigit() and 0 < int(port) < 65536))
+    )
+    if not ok:
+        raise ConfigError(
+            "'apps.origin_template' must look like \"https://{session}.apps.example.com\" "
+            f'or "http://{{session}}.localhost:{{port}}", got {template!r}'
+        )
+    return scheme, suffix.lower(), port
 
 
 @dataclass(frozen=True)
@@ -116,6 +178,16 @@ class WorkspaceConfig:
     peer: str = ""
     probe: bool = False
     allowed_roles: tuple[str, ...] = ()
+    username: str = ""
+    password_env: str = ""
+    password_file: str = ""
+    domain: str = ""
+    security: str = ""
+    ignore_cert: bool = False
+    allow_copy: bool = True
+    allow_paste: bool = True
+    read_only: bool = False
+    guacd: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.protocol:
@@ -132,7 +204,10 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     tunnel: TunnelSettings = field(default_factory=TunnelSettings)
     netbird: NetBirdConfig = field(default_factory=NetBirdConfig)
+    guacd: GuacdSettings = field(default_factory=GuacdSettings)
+    viewer: ViewerSettings = field(default_factory=ViewerSettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
+    apps: AppsSettings = field(default_factory=AppsSettings)
     workspaces: tuple[WorkspaceConfig, ...] = ()
 
     @property
@@ -300,6 +375,18 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"'{key}' must be a list")
         return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{key}' must be a table")
+        out: dict[str, str] = {}
+        for name, item in value.items():
+            if isinstance(item, bool):
+                out[name] = "true" if item else "false"
+            elif isinstance(item, str | int):
+                out[name] = str(item)
+            else:
+                raise ConfigError(f"'{key}.{name}' must be a string, number or boolean")
+        return out
     if origin is types.UnionType:
         raise ConfigError(f"'{key}' has an unsupported type")
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
@@ -393,3 +480,23 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"'{key}.protocol' must be one of {', '.join(GUACD_PROTOCOLS)}")
         if not 0 < ws.port < 65536:
             raise ConfigError(f"'{key}.port' must be between 1 and 65535")
+
+
+def workspace_password(ws: WorkspaceConfig, env: Mapping[str, str] | None = None) -> str | None:
+    """The workspace's remote-desktop password, read now (so a rotated secret
+    needs no restart) from the variable ``password_env`` names or from
+    ``password_file``; None when neither is configured. Raises `ConfigError`
+    (naming the setting, never the value) when the source is missing."""
+    env = os.environ if env is None else env
+    if ws.password_env:
+        if ws.password_env not in env:
+            raise ConfigError(f"workspace {ws.id}: variable {ws.password_env} is not set")
+        return env[ws.password_env]
+    if ws.password_file:
+        try:
+            return Path(ws.password_file).read_text().rstrip("\n")
+        except OSError as exc:
+            raise ConfigError(
+                f"workspace {ws.id}: cannot read password_file: {exc.strerror}"
+            ) from None
+    return None

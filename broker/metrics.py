@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from broker.relay import RelayStats
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -89,7 +93,15 @@ class Metrics:
         )
         self.launches = Counter("broker_launches_total", "Workspace launches by outcome.")
         self.session_ends = Counter("broker_session_ends_total", "Ended sessions by reason.")
+        self.relay = Counter("broker_relay_total", "Relay totals of closed viewer streams.")
+
+    def relayed(self, stats: RelayStats) -> None:
+        self.relay.inc(stats.bytes_to_browser, what="bytes_to_browser")
+        self.relay.inc(stats.frames_to_browser, what="frames_to_browser")
+        self.relay.inc(stats.messages_from_browser, what="messages_from_browser")
+        self.relay.inc(stats.cpu_seconds, what="cpu_seconds")
+        self.relay.inc(1, what="streams")
 
     def render(self) -> Iterable[str]:
-        for metric in (self.requests, self.launches, self.session_ends):
+        for metric in (self.requests, self.launches, self.session_ends, self.relay):
             yield from metric.render()

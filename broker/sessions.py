@@ -90,6 +90,7 @@ class SessionService:
         self._tunnels = tunnels
         self._events = events
         self._clock = clock
+        self._background: set[asyncio.Task[None]] = set()
         self._on_launch = on_launch
         self._on_end = on_end
 
@@ -156,6 +157,41 @@ class SessionService:
         async with self._db() as db:
             rows = await db.execute(select(Session.status, func.count()).group_by(Session.status))
             return {str(status): int(count) for status, count in rows.all()}
+
+    async def session_of_viewer_token(self, token: str) -> Session | None:
+        """The session a viewer token was issued for, active or not; None for an
+        unknown token."""
+        async with self._db() as db:
+            row = await db.get(ViewerToken, hash_token(token))
+            if row is None:
+                return None
+            session = await db.get(Session, row.session_id)
+        if session is None or session.user_id != row.user_id:
+            return None
+        return session
+
+    def note_activity(self, session_id: str) -> None:
+        """Record user input on a session (for idle limits), in the background;
+        callers throttle it. A failed write only delays the idle clock."""
+        task = asyncio.get_running_loop().create_task(self._touch(session_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _touch(self, session_id: str) -> None:
+        try:
+            async with self._db() as db, db.begin():
+                await db.execute(
+                    update(Session)
+                    .where(Session.id == session_id, Session.status == SessionStatus.ACTIVE)
+                    .values(last_activity_at=self._clock())
+                )
+        except Exception as exc:
+            log.warning("could not record activity of %s: %s", session_id, type(exc).__name__)
+
+    async def aclose(self) -> None:
+        """Wait for background writes (bounded)."""
+        if self._background:
+            await asyncio.wait(self._background, timeout=5)
 
     async def session_for_viewer_token(self, token: str) -> Session:
         """The active session a viewer token belongs to; `Unauthorized` otherwise

@@ -1,0 +1,247 @@
+"""The relay: one viewer's stream between the browser's WebSocket and guacd.
+
+This is the product's hot path. guacd's bytes are framed by a
+`BoundaryScanner` (arithmetic per element, no object per instruction, no
+logging) and forwarded as text frames that each hold whole instructions, as
+many as one read brought (that is the batching: one frame per read, up to
+``READ_SIZE``). ASCII frames (nearly all: blobs are base64) go out without a
+decode/encode round trip; others are checked as UTF-8 first.
+
+Browser to guacd: each message must be exactly one instruction. Internal
+instructions (empty opcode) are never forwarded: ``ping`` is echoed at once,
+in a frame of its own, so it always lands between whole instructions. Input
+is held until guacd's first ``sync`` (guacd 1.5.5's VNC plugin crashes on a
+``mouse`` before the connection is up); held mouse moves are coalesced.
+
+Backpressure: a slow browser makes ``send_frame`` wait on the socket, so the
+relay stops reading guacd and TCP slows guacd down; nothing grows unbounded.
+A slow guacd does the same to the browser through ``drain``.
+
+The relay ends when either side closes, when guacd sends ``error`` (passed to
+the browser first), or when `Relay.end` is called (the session ended, the
+broker drains). The WebSocket is closed with the Guacamole status's close code
+and the decimal status as the reason, which is what guacamole-common-js reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from protocols.errors import InstructionError
+from protocols.guacd import GuacdConnection
+from protocols.instruction import BoundaryScanner, Instruction, parse_instruction
+from protocols.status import GuacamoleStatus
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 65536
+MAX_BROWSER_MESSAGE = 8192 * 4 + 64  # guacd's 8192-character limit, in UTF-8 bytes
+WRITE_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How a relay ends: the status the browser sees and, when not SUCCESS,
+    an ``error`` instruction's text shown to the user (None: guacd already sent it)."""
+
+    status: GuacamoleStatus
+    message: str | None = None
+
+
+@dataclass(slots=True)
+class RelayStats:
+    bytes_to_browser: int = 0
+    frames_to_browser: int = 0
+    messages_from_browser: int = 0
+    cpu_seconds: float = 0.0
+
+
+def error_instruction(message: str, status: GuacamoleStatus) -> str:
+    return Instruction.of("error", message, int(status)).encode()
+
+
+async def close_websocket(ws: web.WebSocketResponse, ending: Ending) -> None:
+    """Send the ``error`` instruction (if any) and close with the status's code
+    and the decimal status as reason. Never raises."""
+    try:
+        if ending.message is not None and ending.status != GuacamoleStatus.SUCCESS:
+            await asyncio.wait_for(ws.send_str(error_instruction(ending.message, ending.status)), 2)
+        await asyncio.wait_for(
+            ws.close(code=ending.status.websocket_code, message=str(int(ending.status)).encode()),
+            5,
+        )
+    except (ConnectionError, TimeoutError, RuntimeError):
+        pass
+
+
+class Relay:
+    """Pumps one browser WebSocket and one guacd connection until either ends.
+
+    ``on_input`` is called (at most once a second) when the user sends input,
+    for idle tracking. The caller owns ``ws`` (already prepared) and ``guacd``
+    and must call `run` once; `end` may be called from anywhere.
+    """
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        guacd: GuacdConnection,
+        *,
+        held_limit: int = 256,
+        on_input: Callable[[], None] | None = None,
+    ) -> None:
+        self.ws = ws
+        self.guacd = guacd
+        self.tunnel_id = str(uuid.uuid4())
+        self.stats = RelayStats()
+        self._held: list[bytes] | None = []
+        self._held_limit = held_limit
+        self._on_input = on_input
+        self._last_input = 0.0
+        self._ending: asyncio.Future[Ending] = asyncio.get_running_loop().create_future()
+
+    def end(self, ending: Ending) -> None:
+        """Stop the relay with ``ending`` (first caller wins)."""
+        if not self._ending.done():
+            self._ending.set_result(ending)
+
+    async def run(self) -> Ending:
+        """Relay until the end; closes the WebSocket and guacd. Returns why it ended."""
+        await self.ws.send_str(Instruction("", (self.tunnel_id,)).encode())
+        pumps = [
+            asyncio.create_task(self._guard(self._guacd_to_browser())),
+            asyncio.create_task(self._guard(self._browser_to_guacd())),
+        ]
+        try:
+            ending = await self._ending
+        finally:
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            await self.guacd.aclose()
+        await close_websocket(self.ws, ending)
+        return ending
+
+    async def _guard(self, pump: Coroutine[Any, Any, Ending]) -> None:
+        try:
+            ending = await pump
+        except asyncio.CancelledError:
+            raise
+        except (ConnectionError, TimeoutError) as exc:
+            ending = Ending(
+                GuacamoleStatus.UPSTREAM_UNAVAILABLE, f"Connection lost ({type(exc).__name__})"
+            )
+        except Exception:
+            log.exception("relay failed")
+            ending = Ending(GuacamoleStatus.SERVER_ERROR, "Internal error in the relay")
+        self.end(ending)
+
+    # -- guacd -> browser (the hot path) --------------------------------------
+
+    async def _guacd_to_browser(self) -> Ending:
+        scanner = BoundaryScanner()
+        reader = self.guacd.reader
+        send = self.ws.send_frame
+        stats = self.stats
+        cpu = time.thread_time
+        while True:
+            data = await reader.read(READ_SIZE)
+            started = cpu()
+            if not data:
+                stats.cpu_seconds += cpu() - started
+                return self._guacd_closed(scanner)
+            try:
+                ready = scanner.feed(data)
+            except InstructionError:
+                return Ending(GuacamoleStatus.UPSTREAM_ERROR, "guacd sent malformed data")
+            if ready:
+                frame = scanner.take()
+                if not frame.isascii() and not _valid_utf8(frame):
+                    return Ending(GuacamoleStatus.UPSTREAM_ERROR, "guacd sent invalid UTF-8")
+                stats.bytes_to_browser += len(frame)
+                stats.frames_to_browser += 1
+                stats.cpu_seconds += cpu() - started
+                await send(frame, WSMsgType.TEXT)
+                if self._held is not None and scanner.syncs:
+                    await self._release_input()
+                if scanner.error is not None:
+                    return Ending(scanner.error.status)
+            else:
+                stats.cpu_seconds += cpu() - started
+
+    def _guacd_closed(self, scanner: BoundaryScanner) -> Ending:
+        if scanner.error is not None:
+            return Ending(scanner.error.status)
+        return Ending(GuacamoleStatus.RESOURCE_CLOSED, "The remote desktop closed the connection")
+
+    # -- browser -> guacd -----------------------------------------------------
+
+    async def _browser_to_guacd(self) -> Ending:
+        async for msg in self.ws:
+            if msg.type == WSMsgType.TEXT:
+                ending = await self._from_browser(msg.data)
+                if ending is not None:
+                    return ending
+            elif msg.type == WSMsgType.BINARY:
+                return Ending(GuacamoleStatus.CLIENT_BAD_TYPE, "Binary messages are not accepted")
+            else:
+                break
+        return Ending(GuacamoleStatus.SUCCESS)  # the browser left
+
+    async def _from_browser(self, text: str) -> Ending | None:
+        self.stats.messages_from_browser += 1
+        if len(text) > MAX_BROWSER_MESSAGE:
+            return Ending(GuacamoleStatus.CLIENT_OVERRUN, "Message too large")
+        try:
+            instruction = parse_instruction(text)
+        except InstructionError as exc:
+            return Ending(exc.status, "Malformed instruction from the browser")
+        if instruction.is_internal:
+            if instruction.args[:1] == ("ping",):
+                await self.ws.send_str(text)
+            return None
+        if instruction.opcode in ("mouse", "key"):
+            self._touch()
+        data = text.encode()
+        if self._held is not None:
+            self._hold(instruction.opcode, data)
+            return None
+        self.guacd.writer.write(data)
+        await asyncio.wait_for(self.guacd.writer.drain(), WRITE_TIMEOUT)
+        return None
+
+    def _hold(self, opcode: str, data: bytes) -> None:
+        held = self._held
+        assert held is not None
+        if opcode == "mouse" and held and held[-1].startswith(b"5.mouse,"):
+            held[-1] = data  # only the latest pointer position matters
+        elif len(held) < self._held_limit:
+            held.append(data)
+
+    async def _release_input(self) -> None:
+        held, self._held = self._held, None
+        if held:
+            self.guacd.writer.write(b"".join(held))
+            await asyncio.wait_for(self.guacd.writer.drain(), WRITE_TIMEOUT)
+
+    def _touch(self) -> None:
+        now = time.monotonic()
+        if self._on_input is not None and now - self._last_input >= 1.0:
+            self._last_input = now
+            self._on_input()
+
+
+def _valid_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

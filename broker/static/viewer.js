@@ -1,0 +1,243 @@
+// The viewer: one session's desktop through guacamole-common-js over the
+// broker's WebSocket tunnel. The viewer token arrives in the URL fragment (never
+// sent to a server log), is kept in this tab only, and is the one credential used.
+
+import Guacamole from "/static/vendor/guacamole-common.js";
+
+const $ = (id) => document.getElementById(id);
+const sessionId = location.pathname.split("/")[2];
+const storageKey = `broker.viewer.${sessionId}`;
+
+const ENDED = {
+  0: ["Session ended", "You disconnected from this session."],
+  522: ["Session timed out", "The session reached its time limit or was idle too long."],
+  523: ["Session ended", "The session was closed: the workspace was stopped or an administrator ended it."],
+};
+const FAILED = {
+  513: "The broker is restarting. Reconnect to continue where you left off.",
+  514: "The remote desktop did not answer in time.",
+  515: "The remote desktop reported an error.",
+  519: "The remote desktop could not be reached or refused the connection.",
+  520: "The remote desktop is unavailable.",
+  769: "This viewer link is not valid (or the session has ended). Open the session again from the portal.",
+  771: "You are not allowed to view this session.",
+  776: "The connection was idle for too long.",
+  781: "The browser sent more data than the connection allows.",
+};
+
+function takeToken() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const fromHash = params.get("token");
+  if (fromHash) {
+    sessionStorage.setItem(storageKey, fromHash);
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  return sessionStorage.getItem(storageKey);
+}
+
+const token = takeToken();
+let client = null;
+let ended = false;
+let lastError = null;
+
+function setState(state, text) {
+  document.body.dataset.state = state;
+  $("status").textContent = text;
+}
+
+function showOverlay(title, text, canReconnect) {
+  $("overlay-title").textContent = title;
+  $("overlay-text").textContent = text;
+  $("reconnect").hidden = !canReconnect;
+  $("overlay").hidden = false;
+}
+
+function showEnded(code, message) {
+  ended = true;
+  const [title, text] = ENDED[code] || ENDED[523];
+  setState("ended", title);
+  showOverlay(title, message && code !== 0 ? `${text} (${message})` : text, false);
+  $("disconnect").disabled = true;
+  sessionStorage.removeItem(storageKey);
+}
+
+function showError(status) {
+  const code = status.code;
+  if (code in ENDED) return showEnded(code, status.message);
+  const text = status.message && !/^\d+$/.test(status.message)
+    ? status.message
+    : FAILED[code] || `Connection failed (status ${code}).`;
+  setState("error", "Connection failed");
+  showOverlay("Connection failed", text, code !== 769 && code !== 771);
+}
+
+function connectData() {
+  const el = $("display");
+  const params = new URLSearchParams();
+  params.set("token", token);
+  params.set("GUAC_WIDTH", Math.max(1, Math.round(el.clientWidth * devicePixelRatio)));
+  params.set("GUAC_HEIGHT", Math.max(1, Math.round(el.clientHeight * devicePixelRatio)));
+  params.set("GUAC_DPI", Math.round(96 * devicePixelRatio));
+  params.set("GUAC_TIMEZONE", Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC");
+  for (const type of Guacamole.AudioPlayer.getSupportedTypes()) params.append("GUAC_AUDIO", type);
+  for (const type of Guacamole.VideoPlayer.getSupportedTypes()) params.append("GUAC_VIDEO", type);
+  for (const type of ["image/png", "image/jpeg", "image/webp"]) params.append("GUAC_IMAGE", type);
+  return params.toString();
+}
+
+function fit() {
+  if (!client) return;
+  const display = client.getDisplay();
+  const el = $("display");
+  const w = display.getWidth();
+  const h = display.getHeight();
+  if (!w || !h) return;
+  display.scale(Math.min(el.clientWidth / w, el.clientHeight / h));
+}
+
+function bindInput(c) {
+  const display = c.getDisplay();
+  const element = display.getElement();
+  const mouse = new Guacamole.Mouse(element);
+  mouse.onEach(["mousedown", "mouseup", "mousemove"], (e) => c.sendMouseState(e.state, true));
+  const touch = new Guacamole.Mouse.Touchscreen(element);
+  touch.onEach(["mousedown", "mouseup", "mousemove"], (e) => c.sendMouseState(e.state, true));
+  const keyboard = new Guacamole.Keyboard(document);
+  keyboard.onkeydown = (keysym) => {
+    if (document.activeElement && ["TEXTAREA", "INPUT"].includes(document.activeElement.tagName)) {
+      return true;
+    }
+    c.sendKeyEvent(1, keysym);
+    return false;
+  };
+  keyboard.onkeyup = (keysym) => c.sendKeyEvent(0, keysym);
+  return keyboard;
+}
+
+function bindClipboard(c) {
+  $("clipboard-toggle").hidden = false;
+  c.onclipboard = (stream, mimetype) => {
+    if (!/^text\//.test(mimetype)) return;
+    const reader = new Guacamole.StringReader(stream);
+    let text = "";
+    reader.ontext = (chunk) => { text += chunk; };
+    reader.onend = () => { $("clipboard").value = text; };
+  };
+}
+
+function sendClipboard() {
+  if (!client) return;
+  const writer = new Guacamole.StringWriter(client.createClipboardStream("text/plain"));
+  writer.sendText($("clipboard").value);
+  writer.sendEnd();
+}
+
+function askRequired(c, names) {
+  const fields = $("required-fields");
+  fields.replaceChildren();
+  for (const name of names) {
+    const label = document.createElement("label");
+    label.textContent = name;
+    const input = document.createElement("input");
+    input.name = name;
+    input.type = /password|passphrase/.test(name) ? "password" : "text";
+    input.autocomplete = "off";
+    label.append(input);
+    fields.append(label);
+  }
+  const dialog = $("required");
+  dialog.onclose = () => {
+    for (const input of fields.querySelectorAll("input")) {
+      const stream = c.createArgumentValueStream("text/plain", input.name);
+      const writer = new Guacamole.StringWriter(stream);
+      writer.sendText(input.value);
+      writer.sendEnd();
+      input.value = "";
+    }
+  };
+  dialog.showModal();
+}
+
+function connect() {
+  $("overlay").hidden = true;
+  lastError = null;
+  setState("connecting", "Connecting…");
+  const tunnel = new Guacamole.WebSocketTunnel(`/viewer/${sessionId}/websocket-tunnel`);
+  const c = new Guacamole.Client(tunnel);
+  client = c;
+  const el = $("display");
+  el.replaceChildren(c.getDisplay().getElement());
+  c.getDisplay().onresize = fit;
+  tunnel.onerror = (status) => { lastError = status; };
+  c.onerror = (status) => { lastError = status; };
+  c.onrequired = (names) => askRequired(c, names);
+  bindClipboard(c);
+  const keyboard = bindInput(c);
+  c.onstatechange = (state) => {
+    if (state === Guacamole.Client.State.CONNECTED) {
+      setState("connected", "Connected");
+      el.focus();
+      fit();
+    } else if (state === Guacamole.Client.State.WAITING) {
+      setState("connecting", "Waiting for the desktop…");
+    } else if (state === Guacamole.Client.State.DISCONNECTED) {
+      keyboard.onkeydown = keyboard.onkeyup = null;
+      if (ended) return;
+      if (lastError) showError(lastError);
+      else showEnded(0, "");
+    }
+  };
+  c.connect(connectData());
+}
+
+async function disconnect() {
+  $("disconnect").disabled = true;
+  const resp = await fetch(`/api/sessions/${sessionId}/disconnect`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${token}` },
+  }).catch(() => null);
+  if (!resp || !resp.ok) {
+    const body = resp ? await resp.json().catch(() => ({})) : {};
+    $("disconnect").disabled = false;
+    $("status").textContent = `Could not disconnect: ${body.detail || "broker unreachable"}`;
+  }
+  // The tunnel closes with status 0 when the session ends; that shows the ended state.
+}
+
+async function start() {
+  if (!token) {
+    showError({ code: 769, message: "" });
+    return;
+  }
+  const info = await fetch(`/viewer/${sessionId}/info`, {
+    headers: { Authorization: `Bearer ${token}` },
+  }).catch(() => null);
+  if (info && info.ok) {
+    const body = await info.json();
+    document.title = `${body.workspace_name} · Connection broker`;
+    $("title").textContent = body.workspace_name;
+    if (body.app_url) {
+      location.replace(`${body.app_url}#token=${encodeURIComponent(token)}`);
+      return;
+    }
+  } else if (info && (info.status === 401 || info.status === 404)) {
+    showError({ code: 769, message: "" });
+    return;
+  }
+  connect();
+}
+
+$("disconnect").addEventListener("click", disconnect);
+$("reconnect").addEventListener("click", connect);
+$("clipboard-toggle").addEventListener("click", () => {
+  $("clipboard-panel").hidden = !$("clipboard-panel").hidden;
+});
+$("clipboard-send").addEventListener("click", sendClipboard);
+window.addEventListener("resize", () => {
+  fit();
+  if (client) {
+    const el = $("display");
+    client.sendSize(Math.round(el.clientWidth * devicePixelRatio), Math.round(el.clientHeight * devicePixelRatio));
+  }
+});
+start();
