@@ -42,13 +42,12 @@ from aiohttp import web
 
 from tunnels.simulated_account import Account, ApiError, Json
 from tunnels.simulated_faults import Fault, FaultKind, FaultPlan
+from tunnels.simulated_routes import BODY, TOKEN, add_routes, error_response
 from tunnels.simulated_seed import ADMIN_ROLES, WRITE_ROLES, Seed, demo_seed
 from tunnels.simulated_spec import SPEC_PATH, Verdict, check_request, load_spec
 
 log = logging.getLogger("tunnels.simulated")
 
-_BODY = web.RequestKey("netbird_body", object)
-_TOKEN = web.RequestKey("netbird_token", str)
 _WRITES = frozenset({"POST", "PUT", "DELETE"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -190,23 +189,7 @@ class SimulatedNetBird:
 
     def create_app(self) -> web.Application:
         app = web.Application(middlewares=[self._pipeline])
-        routes = _Routes(self.account)
-        app.router.add_get("/api/users/current", routes.current_user)
-        app.router.add_get("/api/peers", routes.list_peers)
-        app.router.add_get("/api/peers/{id}", routes.get_peer)
-        app.router.add_get("/api/groups", routes.list_groups)
-        app.router.add_post("/api/groups", routes.create_group)
-        app.router.add_get("/api/groups/{id}", routes.get_group)
-        app.router.add_put("/api/groups/{id}", routes.update_group)
-        app.router.add_delete("/api/groups/{id}", routes.delete_group)
-        app.router.add_get("/api/policies", routes.list_policies)
-        app.router.add_post("/api/policies", routes.create_policy)
-        app.router.add_get("/api/policies/{id}", routes.get_policy)
-        app.router.add_put("/api/policies/{id}", routes.update_policy)
-        app.router.add_delete("/api/policies/{id}", routes.delete_policy)
-        app.router.add_get("/api/setup-keys", routes.list_setup_keys)
-        app.router.add_post("/api/setup-keys", routes.create_setup_key)
-        app.router.add_get("/api/setup-keys/{id}", routes.get_setup_key)
+        add_routes(app, self.account)
         return app
 
     @web.middleware
@@ -228,7 +211,7 @@ class SimulatedNetBird:
         )
         async with self._arrived:
             self._arrived.notify_all()
-        response = await self._faulted(request, handler, raw, parsed, verdict)
+        response = await self._faulted(request, handler, body, parsed, verdict)
         if response is not None:
             response.headers["X-Request-Id"] = request_id
         status = response.status if response is not None else None
@@ -237,7 +220,7 @@ class SimulatedNetBird:
         return response if response is not None else _drop(request)
 
     async def _faulted(
-        self, request: web.Request, handler: Handler, raw: bytes, parsed: bool, verdict: Verdict
+        self, request: web.Request, handler: Handler, body: Any, parsed: bool, verdict: Verdict
     ) -> web.StreamResponse | None:
         """The answer to send, after any injected fault; ``None`` to send none."""
         fault = self.faults.take(request.method, request.path)
@@ -246,24 +229,24 @@ class SimulatedNetBird:
             if kind is FaultKind.SLOW:
                 await self._pause(fault.delay)
             elif kind is FaultKind.ERROR:
-                return _error(fault.status, "internal server error")
+                return error_response(fault.status, "internal server error")
             elif kind is FaultKind.RATE_LIMIT:
-                return _error(429, "too many requests")
+                return error_response(429, "too many requests")
             elif kind is FaultKind.HANG:
                 await self._closing.wait()
                 return None
             elif kind is FaultKind.DROP:
                 return None
-        response = await self._answer(request, handler, raw, parsed, verdict)
+        response = await self._answer(request, handler, body, parsed, verdict)
         if kind is FaultKind.COMMIT_THEN_ERROR and fault is not None:
-            return _error(fault.status, "internal server error")
+            return error_response(fault.status, "internal server error")
         if kind is FaultKind.COMMIT_THEN_HANG:
             await self._closing.wait()
             return None
         return None if kind is FaultKind.COMMIT_THEN_DROP else response
 
     async def _answer(
-        self, request: web.Request, handler: Handler, raw: bytes, parsed: bool, verdict: Verdict
+        self, request: web.Request, handler: Handler, body: Any, parsed: bool, verdict: Verdict
     ) -> web.StreamResponse:
         try:
             token = self._authenticate(request)
@@ -275,11 +258,11 @@ class SimulatedNetBird:
             self._authorize(request, token)
             if self.strict and verdict.errors:
                 raise ApiError(422, "; ".join(verdict.errors[:5]))
-            request[_TOKEN] = token
-            request[_BODY] = _decode(raw)[0]
+            request[TOKEN] = token
+            request[BODY] = body
             return await handler(request)
         except ApiError as exc:
-            return _error(exc.status, exc.message)
+            return error_response(exc.status, exc.message)
 
     def _authenticate(self, request: web.Request) -> str:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -302,105 +285,12 @@ class SimulatedNetBird:
             await asyncio.wait_for(self._closing.wait(), seconds)
 
 
-class _Routes:
-    """The handlers: read the decoded body, call the account, answer JSON."""
-
-    def __init__(self, account: Account) -> None:
-        self.account = account
-
-    async def current_user(self, request: web.Request) -> web.Response:
-        return _json(self.account.user_json(request[_TOKEN]))
-
-    async def list_peers(self, request: web.Request) -> web.Response:
-        name, ip = request.query.get("name"), request.query.get("ip")
-        peers = [
-            self.account.peer_json(p, batch=True)
-            for p in self.account.peers.values()
-            if (name is None or name in p.name) and (ip is None or ip == p.ip)
-        ]
-        return _json(peers)
-
-    async def get_peer(self, request: web.Request) -> web.Response:
-        peer = self.account.peers.get(request.match_info["id"])
-        if peer is None:
-            raise ApiError(404, f"peer {request.match_info['id']} not found")
-        return _json(self.account.peer_json(peer))
-
-    async def list_groups(self, request: web.Request) -> web.Response:
-        name = request.query.get("name")
-        if name is None:
-            return _json([self.account.group_json(g) for g in self.account.groups.values()])
-        group = self.account.group_named(name)
-        if group is None:
-            raise ApiError(404, f"group {name} not found")
-        return _json([self.account.group_json(group)])
-
-    async def create_group(self, request: web.Request) -> web.Response:
-        return _json(self.account.create_group(_object(request)))
-
-    async def get_group(self, request: web.Request) -> web.Response:
-        group = self.account.groups.get(request.match_info["id"])
-        if group is None:
-            raise ApiError(404, f"group {request.match_info['id']} not found")
-        return _json(self.account.group_json(group))
-
-    async def update_group(self, request: web.Request) -> web.Response:
-        return _json(self.account.update_group(request.match_info["id"], _object(request)))
-
-    async def delete_group(self, request: web.Request) -> web.Response:
-        self.account.delete_group(request.match_info["id"])
-        return _json({})
-
-    async def list_policies(self, request: web.Request) -> web.Response:
-        return _json([self.account.policy_json(p) for p in self.account.policies.values()])
-
-    async def create_policy(self, request: web.Request) -> web.Response:
-        return _json(self.account.create_policy(_object(request)))
-
-    async def get_policy(self, request: web.Request) -> web.Response:
-        return _json(self.account.policy_json(self.account.policy(request.match_info["id"])))
-
-    async def update_policy(self, request: web.Request) -> web.Response:
-        return _json(self.account.update_policy(request.match_info["id"], _object(request)))
-
-    async def delete_policy(self, request: web.Request) -> web.Response:
-        self.account.delete_policy(request.match_info["id"])
-        return _json({})
-
-    async def list_setup_keys(self, request: web.Request) -> web.Response:
-        return _json([self.account.setup_key_json(k) for k in self.account.setup_keys.values()])
-
-    async def create_setup_key(self, request: web.Request) -> web.Response:
-        return _json(self.account.create_setup_key(_object(request)))
-
-    async def get_setup_key(self, request: web.Request) -> web.Response:
-        key = self.account.setup_keys.get(request.match_info["id"])
-        if key is None:
-            raise ApiError(404, f"setup key {request.match_info['id']} not found")
-        return _json(self.account.setup_key_json(key))
-
-
 def _decode(raw: bytes) -> tuple[Any, bool]:
     """The JSON in ``raw`` and whether it parsed (an empty body does not)."""
     try:
         return json.loads(raw), True
     except ValueError:
         return None, False
-
-
-def _object(request: web.Request) -> Json:
-    body = request[_BODY]
-    if not isinstance(body, dict):
-        raise ApiError(400, "couldn't parse JSON request")
-    return body
-
-
-def _json(data: object, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status)
-
-
-def _error(status: int, message: str) -> web.Response:
-    return _json({"message": message, "code": status}, status)
 
 
 def _drop(request: web.Request) -> web.Response:
