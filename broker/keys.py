@@ -112,7 +112,9 @@ class JwksKeys:
         self._session = session
         self._own_session = session is None
         self._keys: dict[str, tuple[Any, str | None]] = {}
-        self._fetched_at = 0.0
+        # None until the first fetch: time.monotonic() counts from boot, so a
+        # 0.0 start looked "fresh" on a host up for less than cache_seconds.
+        self._fetched_at: float | None = None
         self._lock = asyncio.Lock()
 
     async def key_for(self, header: dict[str, Any]) -> tuple[Any, list[str]]:
@@ -127,13 +129,17 @@ class JwksKeys:
         algs = [key_alg] if key_alg else self._allowed
         return key, [a for a in algs if a in self._allowed]
 
+    def _age(self) -> float:
+        if self._fetched_at is None:
+            return float("inf")
+        return time.monotonic() - self._fetched_at
+
     async def _lookup(self, kid: str) -> tuple[Any, str | None] | None:
-        now = time.monotonic()
-        if now - self._fetched_at > self._cache_seconds:
-            await self._refresh(force=True)
+        if self._age() > self._cache_seconds:
+            await self._refresh(older_than=self._cache_seconds)
         entry = self._find(kid)
-        if entry is None and now - self._fetched_at > self._min_refresh:
-            await self._refresh(force=False)
+        if entry is None and self._age() > self._min_refresh:
+            await self._refresh(older_than=self._min_refresh)
             entry = self._find(kid)
         return entry
 
@@ -142,9 +148,11 @@ class JwksKeys:
             return self._keys.get(kid)
         return next(iter(self._keys.values())) if len(self._keys) == 1 else None
 
-    async def _refresh(self, *, force: bool) -> None:
+    async def _refresh(self, *, older_than: float) -> None:
+        """Fetch, unless the keys were fetched less than ``older_than`` seconds
+        ago: requests queued on the lock behind a fetch use its result."""
         async with self._lock:
-            if not force and time.monotonic() - self._fetched_at <= self._min_refresh:
+            if self._age() <= older_than:
                 return
             try:
                 document = await self._fetch()
