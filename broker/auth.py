@@ -96,7 +96,11 @@ class Authenticator:
 
 
 def _claim(claims: dict[str, Any], path: str) -> Any:
-    """A claim by dotted path (``realm_access.roles`` for Keycloak)."""
+    """A claim by name, or by dotted path (``realm_access.roles`` for Keycloak).
+    The name wins: namespaced claims such as ``https://example.com/roles``
+    (required by Auth0) contain dots."""
+    if path in claims:
+        return claims[path]
     value: Any = claims
     for part in path.split("."):
         if not isinstance(value, dict):
