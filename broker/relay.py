@@ -104,6 +104,7 @@ class Relay:
         self.stats = RelayStats()
         self._held: list[bytes] | None = []
         self._held_limit = held_limit
+        self._held_mask: tuple[str, ...] | None = None
         self._on_input = on_input
         self._last_input = 0.0
         self._ending: asyncio.Future[Ending] = asyncio.get_running_loop().create_future()
@@ -212,19 +213,24 @@ class Relay:
             self._touch()
         data = text.encode()
         if self._held is not None:
-            self._hold(instruction.opcode, data)
+            self._hold(instruction, data)
             return None
         self.guacd.writer.write(data)
         await asyncio.wait_for(self.guacd.writer.drain(), WRITE_TIMEOUT)
         return None
 
-    def _hold(self, opcode: str, data: bytes) -> None:
+    def _hold(self, instruction: Instruction, data: bytes) -> None:
+        """Keep input for after the first ``sync``. A move that only follows
+        another move with the same buttons replaces it: the latest pointer
+        position is what matters, and button changes are all kept."""
         held = self._held
         assert held is not None
-        if opcode == "mouse" and held and held[-1].startswith(b"5.mouse,"):
-            held[-1] = data  # only the latest pointer position matters
+        mask = instruction.args[2:3] if instruction.opcode == "mouse" else None
+        if mask is not None and held and mask == self._held_mask:
+            held[-1] = data
         elif len(held) < self._held_limit:
             held.append(data)
+        self._held_mask = mask
 
     async def _release_input(self) -> None:
         held, self._held = self._held, None
