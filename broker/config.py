@@ -139,7 +139,7 @@ class AppsSettings:
         if not name or not name.isascii() or not name.replace("-", "").replace("_", "").isalnum():
             raise ConfigError("'apps.cookie_name' must be letters, digits, '-' or '_'")
         if self.cookie_samesite not in ("Lax", "Strict"):
-            raise ConfigError("'apps.cookie_samesite' must be \"Lax\" or \"Strict\"")
+            raise ConfigError('\'apps.cookie_samesite\' must be "Lax" or "Strict"')
 
 
 def parse_origin_template(template: str) -> tuple[str, str, str]:
@@ -268,8 +268,9 @@ def load_settings(
     _apply_env(data, env)
     for section, values in overrides.items():
         data.setdefault(section, {}).update(values)
-    settings = _build(Settings, data, "")
-    settings = _load_secrets(settings, env, base=path.parent if path else Path.cwd())
+    base = path.parent if path else Path.cwd()
+    settings = _resolve_files(_build(Settings, data, ""), base)
+    settings = _load_secrets(settings, env, base=base)
     _validate(settings)
     return settings
 
@@ -400,6 +401,29 @@ def _type_name(tp: Any) -> str:
     return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
         tp, str(tp)
     )
+
+
+def _resolve_files(settings: Settings, base: Path) -> Settings:
+    """Every ``*_file`` path is relative to the config file's directory (as the
+    secret files always were), whatever directory the broker is started in."""
+
+    def resolve(obj: Any) -> Any:
+        changes = {
+            f.name: str(base / value)
+            for f in dataclasses.fields(obj)
+            if f.name.endswith("_file")
+            and (value := getattr(obj, f.name))
+            and not Path(value).is_absolute()
+        }
+        return dataclasses.replace(obj, **changes) if changes else obj
+
+    sections = {
+        f.name: resolve(getattr(settings, f.name))
+        for f in dataclasses.fields(settings)
+        if f.name != "workspaces"
+    }
+    workspaces = tuple(resolve(ws) for ws in settings.workspaces)
+    return dataclasses.replace(settings, **sections, workspaces=workspaces)
 
 
 def _load_secrets(settings: Settings, env: Mapping[str, str], base: Path) -> Settings:
