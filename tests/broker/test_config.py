@@ -20,6 +20,7 @@ from broker.config import (
     Settings,
     WorkspaceConfig,
     load_settings,
+    workspace_password,
 )
 from broker.errors import ConfigError
 
@@ -165,6 +166,28 @@ def test_secrets_from_files_relative_to_the_config(write, tmp_path, monkeypatch)
     settings = load(conf, env={})
     assert settings.auth.hs256_secret == "file-jwt-secret"
     assert settings.netbird.token == "nbp_file_token"
+
+
+def test_every_file_path_is_relative_to_the_config(write, tmp_path, monkeypatch):
+    """Not only the secret files: a PEM key or a workspace password file named
+    relative to the config is found whatever directory the broker starts in."""
+    conf = write(
+        WORKSPACE
+        + """
+        password_file = "secrets/rdp-password"
+
+        [auth]
+        public_key_file = "keys/idp.pem"
+        """
+    )
+    (conf.parent / "secrets").mkdir()
+    (conf.parent / "secrets" / "rdp-password").write_text("rdp-pass\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    settings = load(conf, env={})
+    assert Path(settings.auth.public_key_file) == conf.parent / "keys" / "idp.pem"
+    assert workspace_password(settings.workspaces[0], env={}) == "rdp-pass"
 
 
 def test_env_secret_wins_over_file(write):
