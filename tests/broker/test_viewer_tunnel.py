@@ -123,11 +123,11 @@ async def read_until(
                 return frames
         raise AssertionError(f"closed before the expected frame: {ws.close_code} {frames[-3:]}")
 
-    return await asyncio.wait_for(run(), timeout)
+    return await asyncio.wait_for(run(), limit)
 
 
 async def finish(
-    ws: aiohttp.ClientWebSocketResponse, timeout: float = 10
+    ws: aiohttp.ClientWebSocketResponse, limit: float = 10
 ) -> tuple[list[str], int, str]:
     """Read to the close: the text frames, the close code and the close reason."""
 
@@ -144,7 +144,7 @@ async def finish(
             else:
                 raise AssertionError(f"unexpected {msg}")
 
-    return await asyncio.wait_for(run(), timeout)
+    return await asyncio.wait_for(run(), limit)
 
 
 def whole_instructions(frame: str) -> bool:
