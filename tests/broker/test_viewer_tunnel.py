@@ -110,7 +110,7 @@ async def launch(api: Api, token: str, workspace: str = "ws-vnc") -> dict[str, A
 
 
 async def read_until(
-    ws: aiohttp.ClientWebSocketResponse, predicate: Callable[[str], bool], timeout: float = 10
+    ws: aiohttp.ClientWebSocketResponse, predicate: Callable[[str], bool], limit: float = 10
 ) -> list[str]:
     """Text frames until one satisfies ``predicate`` (included)."""
     frames: list[str] = []
