@@ -84,6 +84,8 @@ def token_command(args: argparse.Namespace) -> str:
             "'broker token' needs an HS256 secret; this broker verifies "
             "tokens from its identity provider"
         )
+    if args.admin and not settings.auth.admin_roles:
+        raise ConfigError("'broker token --admin' needs a role in 'auth.admin_roles'")
     roles = list(args.role) + ([settings.auth.admin_roles[0]] if args.admin else [])
     return mint_dev_token(
         settings.auth.hs256_secret,
@@ -95,6 +97,7 @@ def token_command(args: argparse.Namespace) -> str:
         mfa=not args.no_mfa,
         ttl=args.ttl,
         roles_claim=settings.auth.roles_claim,
+        email_claim=settings.auth.email_claim,
     )
 
 
@@ -147,19 +150,20 @@ def serve(args: argparse.Namespace) -> int:
     from broker.app import create_app
 
     app = create_app(settings)
-    app.on_startup.append(lambda _app: _announce(settings))
     web.run_app(
         app,
         host=host,
         port=settings.server.port,
         access_log_class=AccessLogger,
-        print=None,
+        # run_app calls this once the socket listens (an on_startup hook ran
+        # before, so a client acting on the printed URL could be refused).
+        print=lambda _running_on: _announce(settings),
         shutdown_timeout=10,
     )
     return 0
 
 
-async def _announce(settings: Settings) -> None:
+def _announce(settings: Settings) -> None:
     base = settings.server.public_url or f"http://{settings.server.host}:{settings.server.port}"
     lines = [f"broker listening on {base}"]
     if settings.auth.dev_secret:
@@ -170,6 +174,7 @@ async def _announce(settings: Settings) -> None:
             sub=DEMO_USER[0],
             email=DEMO_USER[1],
             roles_claim=settings.auth.roles_claim,
+            email_claim=settings.auth.email_claim,
         )
         lines += [
             "demo token (8 h, user demo-user):",

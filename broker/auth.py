@@ -128,6 +128,7 @@ def mint_dev_token(
     mfa: bool = True,
     ttl: int = 8 * 3600,
     roles_claim: str = "roles",
+    email_claim: str = "email",
 ) -> str:
     """A development HS256 token, as ``broker token`` prints it."""
     now = int(time.time())
@@ -135,7 +136,7 @@ def mint_dev_token(
         "iss": issuer,
         "aud": audience,
         "sub": sub,
-        "email": email,
+        email_claim: email,
         roles_claim: list(roles),
         "amr": ["pwd", "mfa"] if mfa else ["pwd"],
         "iat": now,
