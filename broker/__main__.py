@@ -49,6 +49,21 @@ def _parser() -> argparse.ArgumentParser:
     tok.add_argument("--role", action="append", default=[], help="add a role (repeatable)")
     tok.add_argument("--no-mfa", action="store_true", help="omit MFA from the amr claim")
     tok.add_argument("--ttl", type=int, default=8 * 3600, help="lifetime in seconds")
+    nb = sub.add_parser("netbird", help="NetBird helpers")
+    nb_sub = nb.add_subparsers(dest="netbird_command", required=True)
+    check = nb_sub.add_parser("check", help="print what readiness sees at NetBird")
+    _config_arg(check)
+    enrol = nb_sub.add_parser(
+        "enrol-key", help="create a one-off setup key enrolling a workspace host; printed once"
+    )
+    _config_arg(enrol)
+    enrol.add_argument("--workspace", required=True, help="workspace id")
+    enrol.add_argument(
+        "--ephemeral",
+        action="store_true",
+        help="the peer is removed about 10 minutes after it goes offline",
+    )
+    enrol.add_argument("--expires-in", type=int, default=86400, help="key lifetime in seconds")
     return p
 
 
@@ -71,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "token":
             print(token_command(args))
             return 0
+        if args.command == "netbird":
+            return asyncio.run(netbird_command(args))
     except ConfigError as exc:
         print(f"broker: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -99,6 +116,39 @@ def token_command(args: argparse.Namespace) -> str:
         roles_claim=settings.auth.roles_claim,
         email_claim=settings.auth.email_claim,
     )
+
+
+async def netbird_command(args: argparse.Namespace) -> int:
+    from broker.app import default_provider
+    from tunnels.base import TunnelError
+    from tunnels.netbird import NetBirdProvider
+
+    settings = load_settings(args.config)
+    if settings.tunnel.provider != "netbird" or settings.demo.enabled:
+        raise ConfigError("'broker netbird' needs tunnel.provider = \"netbird\" and a config file")
+    provider = default_provider(settings)
+    assert isinstance(provider, NetBirdProvider)
+    try:
+        if args.netbird_command == "check":
+            health = await provider.check()
+            print(await provider.describe())
+            return 0 if health.ok else 1
+        ws = settings.workspace(args.workspace)
+        if ws is None:
+            raise ConfigError(f"no workspace {args.workspace!r} in the config")
+        group = ws.netbird_group or f"workspace-{ws.id}"
+        await provider.ensure_group(group)
+        key = await provider.create_setup_key(
+            f"broker:{ws.id}", [group], ephemeral=args.ephemeral, expires_in=args.expires_in
+        )
+        print(f"setup key for workspace {ws.id} (group {group}); shown once, use it with")
+        print(f"  netbird up --setup-key <key>\n{key}")
+        return 0
+    except TunnelError as exc:
+        print(f"broker: NetBird: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        await provider.aclose()
 
 
 def migrate_command(args: argparse.Namespace) -> int:

@@ -14,11 +14,12 @@ from contextlib import AsyncExitStack
 from aiohttp import web
 from sqlalchemy import select, update
 
-from broker import api, health, viewer
+from broker import api, health, viewer, webproxy
 from broker.auth import Authenticator
 from broker.background import Periodic
 from broker.config import Settings
 from broker.db import DbSession, create_engine, migrate, session_factory
+from broker.demo import demo_environment
 from broker.events import EventBus
 from broker.http import (
     BROKER,
@@ -30,12 +31,14 @@ from broker.http import (
 )
 from broker.metrics import Metrics
 from broker.models import Workspace, utcnow
+from broker.reconciler import reconcile_once
 from broker.runtime import Broker
 from broker.sessions import SessionService
 from broker.viewers import DRAINING
 from broker.workspaces import check_workspaces
 from tunnels.base import TunnelProvider
 from tunnels.direct import DirectProvider
+from tunnels.netbird import NetBirdProvider, NetBirdSettings
 
 log = logging.getLogger(__name__)
 
@@ -65,71 +68,106 @@ def create_app(
     app.router.add_routes(viewer.routes())
     app.on_shutdown.append(_close_viewers)
     app.cleanup_ctx.append(_lifetime(settings, tunnels, provider_factory))
+    webproxy.install(app)
     return app
 
 
 def default_provider(settings: Settings) -> TunnelProvider:
+    """The provider ``tunnel.provider`` names."""
     if settings.tunnel.provider == "direct":
         return DirectProvider()
-    raise NotImplementedError(f"tunnel provider {settings.tunnel.provider!r}")
+    nb = settings.netbird
+    return NetBirdProvider(
+        NetBirdSettings(
+            base_url=nb.base_url,
+            token=nb.token,
+            gateway_group=nb.gateway_group,
+            request_timeout=nb.timeout_seconds,
+            max_retries=nb.max_retries,
+            max_retry_time=nb.max_retry_seconds,
+            prefer_dns=nb.prefer_dns,
+        )
+    )
 
 
 def _lifetime(
-    settings: Settings, injected: TunnelProvider | None, factory: ProviderFactory | None
+    configured: Settings, injected: TunnelProvider | None, factory: ProviderFactory | None
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            settings = configured
+            if settings.demo.enabled and injected is None and factory is None:
+                settings = await stack.enter_async_context(demo_environment(settings))
             check_workspaces(settings.workspaces)
-            engine = create_engine(
-                settings.database_url,
-                busy_timeout_ms=settings.database.busy_timeout_ms,
-                pool_size=settings.database.pool_size,
-                statement_timeout=settings.database.statement_timeout_seconds,
-                echo=settings.database.echo,
-            )
-            stack.push_async_callback(engine.dispose)
-            if settings.is_sqlite or settings.database.auto_migrate:
-                await migrate(engine)
-            db = session_factory(engine)
-            await seed_workspaces(db, settings)
-            if injected is not None:
-                tunnels = injected
-            else:
-                tunnels = (factory or default_provider)(settings)
-                stack.push_async_callback(tunnels.aclose)
-            auth = Authenticator(settings.auth)
-            stack.push_async_callback(auth.aclose)
-            metrics = Metrics()
-            events = EventBus()
-            sessions = SessionService(
-                db,
-                settings,
-                tunnels,
-                events,
-                on_launch=lambda outcome: metrics.launches.inc(outcome=outcome),
-                on_end=lambda reason: metrics.session_ends.inc(reason=reason),
-            )
-            stack.push_async_callback(sessions.aclose)
-            guacd = viewer.guacd_client(
-                settings.guacd.endpoints,
-                tls=settings.guacd.tls,
-                ca_file=settings.guacd.tls_ca_file,
-                connect_timeout=settings.guacd.connect_timeout_seconds,
-                reply_timeout=settings.guacd.reply_timeout_seconds,
-            )
-            broker = Broker(
-                settings, engine, db, tunnels, events, sessions, auth, metrics, guacd=guacd
-            )
-            events.subscribe(broker.viewers.on_session_ended)
+            broker = await _build(stack, settings, injected, factory)
             app[BROKER] = broker
-            revokes = Periodic(
-                "revoke-retry", settings.tunnel.revoke_retry_seconds, sessions.retry_revokes
-            )
-            revokes.start()
-            stack.push_async_callback(revokes.aclose)
+            _start_background(stack, broker)
             yield
 
     return lifetime
+
+
+async def _build(
+    stack: AsyncExitStack,
+    settings: Settings,
+    injected: TunnelProvider | None,
+    factory: ProviderFactory | None,
+) -> Broker:
+    engine = create_engine(
+        settings.database_url,
+        busy_timeout_ms=settings.database.busy_timeout_ms,
+        pool_size=settings.database.pool_size,
+        statement_timeout=settings.database.statement_timeout_seconds,
+        echo=settings.database.echo,
+    )
+    stack.push_async_callback(engine.dispose)
+    if settings.is_sqlite or settings.database.auto_migrate:
+        await migrate(engine)
+    db = session_factory(engine)
+    await seed_workspaces(db, settings)
+    if injected is not None:
+        tunnels = injected
+    else:
+        tunnels = (factory or default_provider)(settings)
+        stack.push_async_callback(tunnels.aclose)
+    auth = Authenticator(settings.auth)
+    stack.push_async_callback(auth.aclose)
+    metrics = Metrics()
+    events = EventBus()
+    sessions = SessionService(
+        db,
+        settings,
+        tunnels,
+        events,
+        on_launch=lambda outcome: metrics.launches.inc(outcome=outcome),
+        on_end=lambda reason: metrics.session_ends.inc(reason=reason),
+    )
+    stack.push_async_callback(sessions.aclose)
+    guacd = viewer.guacd_client(
+        settings.guacd.endpoints,
+        tls=settings.guacd.tls,
+        ca_file=settings.guacd.tls_ca_file,
+        connect_timeout=settings.guacd.connect_timeout_seconds,
+        reply_timeout=settings.guacd.reply_timeout_seconds,
+    )
+    broker = Broker(settings, engine, db, tunnels, events, sessions, auth, metrics, guacd=guacd)
+    events.subscribe(broker.viewers.on_session_ended)
+    return broker
+
+
+def _start_background(stack: AsyncExitStack, broker: Broker) -> None:
+    tunnel = broker.settings.tunnel
+    revokes = Periodic("revoke-retry", tunnel.revoke_retry_seconds, broker.sessions.retry_revokes)
+
+    async def reconcile_pass() -> None:
+        await reconcile_once(
+            broker.sessions, broker.tunnels, launch_timeout=tunnel.launch_timeout_seconds
+        )
+
+    reconciler = Periodic("tunnel-reconciler", tunnel.reconcile_interval_seconds, reconcile_pass)
+    for loop in (revokes, reconciler):
+        loop.start()
+        stack.push_async_callback(loop.aclose)
 
 
 async def seed_workspaces(db: Callable[[], DbSession], settings: Settings) -> None:

@@ -85,6 +85,7 @@ class TunnelSettings:
     provider: str = "direct"
     reconcile_interval_seconds: float = 60.0
     revoke_retry_seconds: float = 5.0
+    launch_timeout_seconds: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,7 @@ class WorkspaceConfig:
     host: str = "127.0.0.1"
     port: int = 0
     peer: str = ""
+    netbird_group: str = ""
     probe: bool = False
     allowed_roles: tuple[str, ...] = ()
     username: str = ""
@@ -230,6 +232,7 @@ class Settings:
 
 DEMO_CONFIG: dict[str, Any] = {
     "demo": {"enabled": True},
+    "tunnel": {"provider": "netbird"},
     "workspaces": [
         {
             "id": "ws-linux-desktop",
@@ -237,18 +240,21 @@ DEMO_CONFIG: dict[str, Any] = {
             "type": "linux",
             "protocol": "vnc",
             "description": "A simulated Linux desktop over VNC.",
+            "peer": "ws-linux-desktop",
         },
         {
             "id": "ws-windows-server",
             "name": "Windows Server",
             "type": "rdp",
             "description": "A simulated Windows desktop over RDP.",
+            "peer": "ws-windows-desktop",
         },
         {
             "id": "ws-team-wiki",
             "name": "Team Wiki",
             "type": "html5",
             "description": "A simulated internal web app.",
+            "peer": "ws-web-app",
         },
     ],
 }

@@ -130,6 +130,21 @@ class ViewerToken(Base):
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
     user_id: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Set when the token was exchanged for an HTML5 app cookie (allowed once).
+    exchanged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AppCookie(Base):
+    """The credential of an HTML5 workspace's origin (`broker.webproxy`): a random
+    cookie value, stored only as a hash, bound to one session and its user. It
+    is valid only while that session is active."""
+
+    __tablename__ = "app_cookies"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
+    user_id: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class AuditEvent(Base):

@@ -23,9 +23,9 @@ import hashlib
 import logging
 import secrets
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -38,7 +38,7 @@ from broker.config import Settings, WorkspaceConfig
 from broker.db import DbSession
 from broker.errors import Conflict, Forbidden, NotFound, Unauthorized, Unavailable, UpstreamFailed
 from broker.events import EventBus, SessionEnded
-from broker.models import EndReason, Session, SessionStatus, ViewerToken, utcnow
+from broker.models import AppCookie, EndReason, Session, SessionStatus, ViewerToken, utcnow
 from tunnels.base import Grant, Target, TunnelError, TunnelProvider, TunnelStatus
 
 log = logging.getLogger(__name__)
@@ -204,6 +204,68 @@ class SessionService:
         if session.user_id != row.user_id:
             raise Unauthorized("Invalid or expired viewer token")
         return session
+
+    async def exchange_viewer_token(self, token: str, session_id: str, cookie: str) -> Session:
+        """Trade ``token``, the viewer token of the html5 session ``session_id``,
+        for the app cookie ``cookie`` (stored hashed, bound to the session and
+        its user). A token is exchanged once; a second try is `Unauthorized`
+        with code ``token_used``. Also `Unauthorized`: an unknown token, one of
+        another session, an ended session; `Forbidden`: not an html5 workspace."""
+        now = self._clock()
+        async with self._db() as db, db.begin():
+            row = await db.get(ViewerToken, hash_token(token))
+            session = await db.get(Session, row.session_id) if row else None
+            if (
+                row is None
+                or session is None
+                or session.id != session_id
+                or session.status != SessionStatus.ACTIVE
+                or session.user_id != row.user_id
+            ):
+                raise Unauthorized("Invalid or expired viewer token")
+            if session.workspace_type != "html5":
+                raise Forbidden("This session's workspace is not an HTML5 web app")
+            won = await db.scalar(
+                update(ViewerToken)
+                .where(ViewerToken.token_hash == row.token_hash, ViewerToken.exchanged_at.is_(None))
+                .values(exchanged_at=now)
+                .returning(ViewerToken.token_hash)
+            )
+            if won is None:
+                raise Unauthorized("This viewer link was already used", code="token_used")
+            db.add(
+                AppCookie(
+                    token_hash=hash_token(cookie),
+                    session_id=session.id,
+                    user_id=session.user_id,
+                    created_at=now,
+                )
+            )
+        return session
+
+    async def session_for_app_cookie(self, session_id: str, cookies: Sequence[str]) -> Session:
+        """The active session ``session_id`` when one of ``cookies`` (the app-cookie
+        values a request carried) was issued for it. Otherwise `Unauthorized`,
+        code ``session_ended`` (a cookie of it, but it has ended) or
+        ``not_signed_in``."""
+        hashes = [hash_token(c) for c in cookies[:8]]
+        ended = False
+        if hashes and looks_like_session_id(session_id):
+            async with self._db() as db:
+                rows = await db.execute(
+                    select(AppCookie.user_id, Session)
+                    .join(Session, Session.id == AppCookie.session_id)
+                    .where(AppCookie.token_hash.in_(hashes), AppCookie.session_id == session_id)
+                )
+                for user_id, session in rows.all():
+                    if session.user_id != user_id:
+                        continue
+                    if session.status == SessionStatus.ACTIVE:
+                        return session
+                    ended = True
+        if ended:
+            raise Unauthorized("This workspace session has ended", code="session_ended")
+        raise Unauthorized("Not signed in to this workspace", code="not_signed_in")
 
     # -- launch ------------------------------------------------------------
 
@@ -452,6 +514,81 @@ class SessionService:
         ended = await self.end(session_id, EndReason.ADMIN_TERMINATE, actor)
         if ended is None:
             raise Conflict("Session has already ended")
+        return ended
+
+    # -- reconciling ----------------------------------------------------------
+
+    async def active_grants(self) -> dict[str, str | None]:
+        """Active session ids and the grant id each stored (None while launching)."""
+        async with self._db() as db:
+            rows = await db.execute(
+                select(Session.id, Session.grant_id).where(Session.status == SessionStatus.ACTIVE)
+            )
+            return {sid: gid for sid, gid in rows.all()}
+
+    async def still_active(self, session_ids: Collection[str]) -> set[str]:
+        """Which of ``session_ids`` are active right now (asked just before a
+        leftover grant is deleted, so a launch in flight keeps its grant)."""
+        if not session_ids:
+            return set()
+        async with self._db() as db:
+            rows = await db.scalars(
+                select(Session.id).where(
+                    Session.id.in_(list(session_ids)), Session.status == SessionStatus.ACTIVE
+                )
+            )
+            return set(rows.all())
+
+    async def mark_tunnel_lost(self, session_id: str, grant_id: str | None) -> bool:
+        """An active session's grant vanished at the provider: show ``failed``."""
+        now = self._clock()
+        async with self._db() as db, db.begin():
+            result = await db.execute(
+                update(Session)
+                .where(
+                    Session.id == session_id,
+                    Session.status == SessionStatus.ACTIVE,
+                    Session.tunnel_status != TunnelStatus.FAILED,
+                )
+                .values(tunnel_status=TunnelStatus.FAILED)
+                .returning(Session.workspace_id)
+            )
+            workspace_id = result.scalar_one_or_none()
+            if workspace_id is None:
+                return False
+            audit.record(
+                db,
+                Action.TUNNEL_FAILED,
+                Actor.system(),
+                now,
+                session_id=session_id,
+                workspace_id=workspace_id,
+                grant_id=grant_id,
+                error="the network grant disappeared at the provider",
+            )
+        return True
+
+    async def end_interrupted_launches(self, older_than: timedelta) -> list[str]:
+        """End sessions whose launch never finished (the broker died between
+        claiming the workspace and recording the grant): active, still
+        ``pending`` with no grant id, older than any launch can take."""
+        cutoff = self._clock() - older_than
+        async with self._db() as db:
+            rows = await db.scalars(
+                select(Session.id).where(
+                    Session.status == SessionStatus.ACTIVE,
+                    Session.tunnel_status == TunnelStatus.PENDING,
+                    Session.grant_id.is_(None),
+                    Session.started_at < cutoff,
+                )
+            )
+            stale = list(rows.all())
+        ended = []
+        for session_id in stale:
+            if await self.end(
+                session_id, EndReason.LAUNCH_FAILED, Actor.system(), error="launch interrupted"
+            ):
+                ended.append(session_id)
         return ended
 
     # -- revoking ----------------------------------------------------------
