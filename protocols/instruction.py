@@ -28,6 +28,7 @@ Three tools, from cheapest to richest:
 
 from __future__ import annotations
 
+import codecs
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -415,21 +416,51 @@ def _advance(buf: bytearray, pos: int, remaining: int, size: int) -> tuple[int, 
 class Parser:
     """Incremental parser: bytes in any chunking in, `Instruction` objects out.
 
-    Raises `InstructionError` / `InstructionTooLarge` on malformed input (final,
-    like `BoundaryScanner`). ``pending`` tells how many bytes of a partial
-    instruction it holds; a stream that ends with ``pending > 0`` was cut.
+    Decodes incrementally (a UTF-8 character split across chunks waits for
+    its last byte) and parses the text by its length prefixes; the partial
+    instruction at the end is kept for the next feed (at most one
+    instruction's worth: the limits are checked before it is awaited).
+
+    Raises `InstructionError` / `InstructionTooLarge` on malformed input; that
+    is final, later feeds raise again. ``pending`` is non-zero while a partial
+    instruction is held: a stream that ends then was cut.
     """
 
-    __slots__ = ("_scanner",)
+    __slots__ = ("_decoder", "_text", "_failure")
 
     def __init__(self) -> None:
-        self._scanner = BoundaryScanner()
+        self._decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        self._text = ""
+        self._failure: InstructionError | None = None
 
     @property
     def pending(self) -> int:
-        return self._scanner.pending
+        """Characters (and undecoded bytes) of a partial instruction held."""
+        return len(self._text) + len(self._decoder.getstate()[0])
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Instruction]:
-        if not self._scanner.feed(data):
-            return []
-        return parse_instructions(self._scanner.take_text())
+        if self._failure is not None:
+            raise InstructionError(self._failure.message, status=self._failure.status)
+        try:
+            return self._parse(data)
+        except InstructionError as exc:
+            self._failure = exc
+            raise
+
+    def _parse(self, data: bytes | bytearray | memoryview) -> list[Instruction]:
+        try:
+            text = self._decoder.decode(data)
+        except UnicodeDecodeError as exc:
+            raise InstructionError("instruction is not valid UTF-8") from exc
+        if self._text:
+            text = self._text + text
+        result: list[Instruction] = []
+        pos, size = 0, len(text)
+        try:
+            while pos < size:
+                instruction, pos = _parse_at(text, pos)
+                result.append(instruction)
+        except IncompleteInstruction:
+            pass  # the rest arrives with a later feed
+        self._text = text[pos:]
+        return result
