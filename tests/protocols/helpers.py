@@ -7,8 +7,36 @@ import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from protocols.display import DisplaySettings
+from protocols.guacd import ConnectionRequest, GuacdTimeouts
+from protocols.guacd_args import RemoteProtocol
 from protocols.instruction import Instruction, Parser
+from protocols.parameters import Credentials, build_parameters
 from protocols.png import RGB, decode_png
+
+PASSWORD = "s3cret-pw-never-shown"
+FAST = GuacdTimeouts(connect=2.0, write=2.0, reply=2.0)
+
+
+def request_for(
+    protocol: RemoteProtocol = RemoteProtocol.VNC,
+    *,
+    username: str = "alice",
+    join: str | None = None,
+    read_only: bool | None = None,
+) -> ConnectionRequest:
+    """A request like the broker's: credentials, a viewer's display, a user name."""
+    parameters = build_parameters(
+        protocol,
+        hostname="127.64.0.10",
+        port=5900,
+        credentials=Credentials(username=username, password=PASSWORD),
+        read_only=read_only,
+    )
+    display = DisplaySettings(
+        width=800, height=600, timezone="Europe/Berlin", audio=("audio/L16",), image=("image/png",)
+    )
+    return ConnectionRequest(protocol, parameters, display, user_name="Alice", join=join)
 
 
 @dataclass

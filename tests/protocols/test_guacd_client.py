@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from protocols.display import DisplaySettings
 from protocols.errors import (
     GuacdClosed,
     GuacdRefused,
@@ -26,35 +25,12 @@ from protocols.guacd import (
 )
 from protocols.guacd_args import GUACD_1_5_5_ARGS, RemoteProtocol
 from protocols.instruction import BoundaryScanner, Instruction
-from protocols.parameters import Credentials, build_parameters
 from protocols.simulated_desktop import BACKGROUND, LEFT_CLICK, MARKER_COLOURS
 from protocols.simulated_guacd import Failure, SimulatedGuacd
 from protocols.status import GuacamoleStatus
-from tests.protocols.helpers import Canvas, StreamView
+from tests.protocols.helpers import FAST, PASSWORD, Canvas, StreamView, request_for
 
-PASSWORD = "s3cret-pw-never-shown"
-FAST = GuacdTimeouts(connect=2.0, write=2.0, reply=2.0)
 StartGuacd = Callable[..., Awaitable[SimulatedGuacd]]
-
-
-def request_for(
-    protocol: RemoteProtocol = RemoteProtocol.VNC,
-    *,
-    username: str = "alice",
-    join: str | None = None,
-    read_only: bool | None = None,
-) -> ConnectionRequest:
-    parameters = build_parameters(
-        protocol,
-        hostname="127.64.0.10",
-        port=5900,
-        credentials=Credentials(username=username, password=PASSWORD),
-        read_only=read_only,
-    )
-    display = DisplaySettings(
-        width=800, height=600, timezone="Europe/Berlin", audio=("audio/L16",), image=("image/png",)
-    )
-    return ConnectionRequest(protocol, parameters, display, user_name="Alice", join=join)
 
 
 def endpoint(server: SimulatedGuacd) -> GuacdEndpoint:

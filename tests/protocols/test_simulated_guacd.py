@@ -23,8 +23,7 @@ from protocols.guacd_args import GUACD_1_5_5_ARGS, RemoteProtocol
 from protocols.instruction import Instruction, encode_instructions
 from protocols.simulated_guacd import SimulatedGuacd
 from protocols.stream import read_instruction
-from tests.protocols.helpers import StreamView
-from tests.protocols.test_guacd_client import FAST, request_for
+from tests.protocols.helpers import FAST, StreamView, request_for
 
 REPO = Path(__file__).resolve().parents[2]
 StartGuacd = Callable[..., Awaitable[SimulatedGuacd]]
