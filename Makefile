@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: run test install lint typecheck unit test-pg clean
+.PHONY: run test install system-deps lint typecheck unit test-pg clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,11 @@ run: install
 	$(BIN)/broker serve $(ARGS)
 
 ## Install everything the tests need, then lint, type-check and run every test.
-test: install lint typecheck unit
+test: system-deps install lint typecheck unit
+
+## Debian packages the tests need (Chromium, PostgreSQL client, Node.js), when missing.
+system-deps:
+	bash scripts/install-system-deps.sh
 
 lint: install
 	$(BIN)/ruff check broker tunnels protocols tests

@@ -25,8 +25,8 @@ from broker.http import (
     BROKER,
     cors_middleware,
     errors_middleware,
-    headers_middleware,
     metrics_middleware,
+    security_headers,
     unexpected_middleware,
 )
 from broker.metrics import Metrics
@@ -55,7 +55,6 @@ def create_app(
     ``provider_factory`` replace the provider the settings name."""
     app = web.Application(
         middlewares=[
-            headers_middleware,
             cors_middleware(settings.server.cors_origins),
             metrics_middleware,
             errors_middleware,
@@ -66,6 +65,7 @@ def create_app(
     app.router.add_routes(api.routes())
     app.router.add_routes(health.routes())
     app.router.add_routes(viewer.routes())
+    app.on_response_prepare.append(security_headers)
     app.on_shutdown.append(_close_viewers)
     app.cleanup_ctx.append(_lifetime(settings, tunnels, provider_factory))
     webproxy.install(app)

@@ -210,13 +210,12 @@ def cors_middleware(origins: Sequence[str]) -> Middleware:
     return cors
 
 
-@web.middleware
-async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    resp = await handler(request)
+async def security_headers(request: web.Request, resp: web.StreamResponse) -> None:
+    """``on_response_prepare``: runs for every response, file responses included,
+    once their content type is known. HTML pages get the strict set."""
     resp.headers.setdefault("X-Content-Type-Options", "nosniff")
     if resp.content_type == "text/html":
         for name, value in HTML_SECURITY_HEADERS.items():
             resp.headers.setdefault(name, value)
     if request.path.startswith("/api/"):
         resp.headers.setdefault("Cache-Control", "no-store")
-    return resp

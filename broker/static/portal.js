@@ -158,3 +158,10 @@ $("refresh").addEventListener("click", () => refresh().catch((e) => say(e.messag
 
 takeTokenFromFragment();
 if (token()) signIn();
+// A portal link opened in a tab already showing the portal changes only the fragment.
+window.addEventListener("hashchange", () => {
+  if (new URLSearchParams(location.hash.slice(1)).has("token")) {
+    takeTokenFromFragment();
+    signIn();
+  }
+});

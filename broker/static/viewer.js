@@ -173,6 +173,15 @@ function connect() {
   c.onrequired = (names) => askRequired(c, names);
   bindClipboard(c);
   const keyboard = bindInput(c);
+  let finished = false;
+  const closed = () => {
+    if (finished || client !== c) return;
+    finished = true;
+    keyboard.onkeydown = keyboard.onkeyup = null;
+    if (ended) return;
+    if (lastError) showError(lastError);
+    else showEnded(0, "");
+  };
   c.onstatechange = (state) => {
     if (state === Guacamole.Client.State.CONNECTED) {
       setState("connected", "Connected");
@@ -181,11 +190,13 @@ function connect() {
     } else if (state === Guacamole.Client.State.WAITING) {
       setState("connecting", "Waiting for the desktop…");
     } else if (state === Guacamole.Client.State.DISCONNECTED) {
-      keyboard.onkeydown = keyboard.onkeyup = null;
-      if (ended) return;
-      if (lastError) showError(lastError);
-      else showEnded(0, "");
+      closed();
     }
+  };
+  // The client does not notice the tunnel closing by itself: the broker closes
+  // it with the status that says why (0 for a normal end).
+  tunnel.onstatechange = (state) => {
+    if (state === Guacamole.Tunnel.State.CLOSED) closed();
   };
   c.connect(connectData());
 }

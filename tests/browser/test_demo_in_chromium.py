@@ -1,0 +1,212 @@
+"""The demo as a person uses it, in headless Chromium (Debian's package, driven by
+Playwright): the portal from `broker serve` on its embedded defaults, a launch,
+the live simulated desktop in the viewer's canvas, input that changes it, the
+ended state, and the HTML5 web app. Screenshots land in artifacts/browser/."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from playwright.async_api import Browser, Page, async_playwright
+
+pytestmark = [pytest.mark.browser]
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "artifacts" / "browser"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+BACKGROUND = (32, 64, 128)
+LEFT_CLICK = (255, 128, 0)
+WHITE = (255, 255, 255)
+
+
+@dataclass
+class Demo:
+    base: str
+    token: str
+    portal: str
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """`broker serve` on its demo defaults, as `make run` starts it."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed (scripts/install-system-deps.sh installs it)")
+    cwd = tmp_path_factory.mktemp("demo")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+    log = (cwd / "broker.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "broker", "serve", "--port", str(port)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    try:
+        portal = ""
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the announcement comes once the broker listens
+            if line.startswith("portal:"):
+                portal = line.split(None, 1)[1].strip()
+                break
+        assert portal, f"no portal line; see {cwd / 'broker.log'}"
+        token = portal.split("#token=", 1)[1]
+        yield Demo(f"http://127.0.0.1:{port}", token, portal)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        if proc.stdout:
+            proc.stdout.close()
+        log.close()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        await b.close()
+
+
+@pytest.fixture
+async def page(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterator[Page]:
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    p = await context.new_page()
+    errors: list[str] = []
+    p.on("pageerror", lambda e: errors.append(str(e)))
+    yield p
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await p.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"))
+    await context.close()
+    assert not errors, errors
+
+
+PIXEL_JS = """([x, y]) => {
+  const canvases = [...document.querySelectorAll('#display canvas')];
+  const layer = canvases.sort((a, b) => b.width * b.height - a.width * a.height)[0];
+  if (!layer || !layer.width) return null;
+  const [r, g, b] = layer.getContext('2d').getImageData(x, y, 1, 1).data;
+  return [r, g, b];
+}"""
+
+GEOMETRY_JS = """() => {
+  const canvases = [...document.querySelectorAll('#display canvas')];
+  const layer = canvases.sort((a, b) => b.width * b.height - a.width * a.height)[0];
+  const box = layer.getBoundingClientRect();
+  return {left: box.left, top: box.top, scale: box.width / layer.width,
+          width: layer.width, height: layer.height};
+}"""
+
+
+async def pixel_becomes(page: Page, x: int, y: int, rgb: tuple[int, int, int]) -> None:
+    await page.wait_for_function(
+        f"""() => {{ const p = ({PIXEL_JS})([{x}, {y}]);
+                     return p && p[0] === {rgb[0]} && p[1] === {rgb[1]} && p[2] === {rgb[2]}; }}""",
+        timeout=15000,
+    )
+
+
+async def click_remote(page: Page, x: int, y: int) -> None:
+    g: dict[str, Any] = await page.evaluate(GEOMETRY_JS)
+    await page.mouse.click(g["left"] + x * g["scale"], g["top"] + y * g["scale"])
+
+
+async def sign_in_and_launch(page: Page, demo: Demo, workspace: str) -> str:
+    await page.goto(demo.portal)
+    await page.wait_for_selector("body[data-state=signed-in]")
+    assert "#token=" not in await page.evaluate("location.href")  # it left the address bar
+    await page.click(f"li[data-workspace={workspace}] button.launch")
+    await page.wait_for_url(re.compile(r"/viewer/[0-9a-f-]{36}$"))
+    return page.url.rsplit("/", 1)[1]
+
+
+async def test_portal_launch_shows_live_desktop_that_answers_input(page: Page, demo: Demo):
+    await page.goto(demo.portal)
+    await page.wait_for_selector("body[data-state=signed-in]")
+    tiles = await page.locator("li[data-workspace]").all_inner_texts()
+    assert len(tiles) == 3 and any("Linux Desktop" in t for t in tiles)
+    sid = await sign_in_and_launch(page, demo, "ws-linux-desktop")
+    await page.wait_for_selector("body[data-state=connected]", timeout=20000)
+    await pixel_becomes(page, 300, 300, BACKGROUND)
+    await pixel_becomes(page, 10, 10, (40, 160, 40))  # the VNC marker
+    await page.screenshot(path=str(ARTIFACTS / "desktop-before-click.png"))
+    await click_remote(page, 300, 300)
+    await pixel_becomes(page, 300, 300, LEFT_CLICK)
+    await page.keyboard.press("a")
+    await pixel_becomes(page, 14, 58, WHITE)
+    # The session the portal launched is the one the API shows, encrypted over NetBird.
+    r = requests.get(
+        f"{demo.base}/api/sessions/{sid}",
+        headers={"Authorization": f"Bearer {demo.token}"},
+        timeout=5,
+    )
+    body = r.json()
+    assert (body["status"], body["tunnel_status"]) == ("active", "encrypted")
+    assert body["ip_address"].startswith("127.64.0.")
+    await page.click("#disconnect")
+    await page.wait_for_selector("body[data-state=ended]")
+    assert "disconnected" in (await page.inner_text("#overlay-text"))
+    r = requests.get(
+        f"{demo.base}/api/sessions/{sid}",
+        headers={"Authorization": f"Bearer {demo.token}"},
+        timeout=5,
+    )
+    assert r.json()["status"] == "disconnected"
+
+
+async def test_session_ended_through_the_api_shows_ended_state(page: Page, demo: Demo):
+    sid = await sign_in_and_launch(page, demo, "ws-windows-server")
+    await page.wait_for_selector("body[data-state=connected]", timeout=20000)
+    await pixel_becomes(page, 10, 10, (200, 40, 40))  # the RDP marker
+    r = requests.post(
+        f"{demo.base}/api/workspaces/ws-windows-server/stop",
+        headers={"Authorization": f"Bearer {demo.token}"},
+        timeout=5,
+    )
+    assert r.status_code == 200 and r.json()["session"]["id"] == sid
+    await page.wait_for_selector("body[data-state=ended]")
+    text = await page.inner_text("#overlay")
+    assert "Session ended" in text and "stopped" in text
+    assert await page.is_hidden("#reconnect")
+
+
+async def test_bad_viewer_link_explains_itself(page: Page, demo: Demo):
+    await page.goto(f"{demo.base}/viewer/00000000-0000-4000-8000-000000000000#token=nope")
+    await page.wait_for_selector("body[data-state=error]")
+    assert "not valid" in await page.inner_text("#overlay-text")
+
+
+async def test_viewer_and_portal_send_strict_security_headers(page: Page, demo: Demo):
+    resp = await page.goto(f"{demo.base}/")
+    assert resp is not None
+    headers = await resp.all_headers()
+    assert "default-src 'self'" in headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["x-frame-options"] == "DENY"
