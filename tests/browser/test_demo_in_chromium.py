@@ -5,6 +5,7 @@ ended state, and the HTML5 web app. Screenshots land in artifacts/browser/."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -125,6 +126,17 @@ GEOMETRY_JS = """() => {
 }"""
 
 
+async def api(demo: Demo, method: str, path: str) -> requests.Response:
+    """A REST call with the demo token, off the event loop."""
+    return await asyncio.to_thread(
+        requests.request,
+        method,
+        demo.base + path,
+        headers={"Authorization": f"Bearer {demo.token}"},
+        timeout=10,
+    )
+
+
 async def pixel_becomes(page: Page, x: int, y: int, rgb: tuple[int, int, int]) -> None:
     await page.wait_for_function(
         f"""() => {{ const p = ({PIXEL_JS})([{x}, {y}]);
@@ -162,22 +174,14 @@ async def test_portal_launch_shows_live_desktop_that_answers_input(page: Page, d
     await page.keyboard.press("a")
     await pixel_becomes(page, 14, 58, WHITE)
     # The session the portal launched is the one the API shows, encrypted over NetBird.
-    r = requests.get(
-        f"{demo.base}/api/sessions/{sid}",
-        headers={"Authorization": f"Bearer {demo.token}"},
-        timeout=5,
-    )
+    r = await api(demo, "GET", f"/api/sessions/{sid}")
     body = r.json()
     assert (body["status"], body["tunnel_status"]) == ("active", "encrypted")
     assert body["ip_address"].startswith("127.64.0.")
     await page.click("#disconnect")
     await page.wait_for_selector("body[data-state=ended]")
     assert "disconnected" in (await page.inner_text("#overlay-text"))
-    r = requests.get(
-        f"{demo.base}/api/sessions/{sid}",
-        headers={"Authorization": f"Bearer {demo.token}"},
-        timeout=5,
-    )
+    r = await api(demo, "GET", f"/api/sessions/{sid}")
     assert r.json()["status"] == "disconnected"
 
 
@@ -185,11 +189,7 @@ async def test_session_ended_through_the_api_shows_ended_state(page: Page, demo:
     sid = await sign_in_and_launch(page, demo, "ws-windows-server")
     await page.wait_for_selector("body[data-state=connected]", timeout=20000)
     await pixel_becomes(page, 10, 10, (200, 40, 40))  # the RDP marker
-    r = requests.post(
-        f"{demo.base}/api/workspaces/ws-windows-server/stop",
-        headers={"Authorization": f"Bearer {demo.token}"},
-        timeout=5,
-    )
+    r = await api(demo, "POST", "/api/workspaces/ws-windows-server/stop")
     assert r.status_code == 200 and r.json()["session"]["id"] == sid
     await page.wait_for_selector("body[data-state=ended]")
     text = await page.inner_text("#overlay")
