@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 RSA_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 EC_ALGS = ("ES256", "ES384", "ES512")
 
+# A JWKS key and the algorithms it may verify.
+_Entry = tuple[Any, tuple[str, ...]]
+
 
 class KeySource(Protocol):
     async def key_for(self, header: dict[str, Any]) -> tuple[Any, list[str]]:
@@ -111,7 +114,7 @@ class JwksKeys:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session = session
         self._own_session = session is None
-        self._keys: dict[str, tuple[Any, str | None]] = {}
+        self._keys: dict[str, _Entry] = {}
         # None until the first fetch: time.monotonic() counts from boot, so a
         # 0.0 start looked "fresh" on a host up for less than cache_seconds.
         self._fetched_at: float | None = None
@@ -125,16 +128,15 @@ class JwksKeys:
         entry = await self._lookup(kid)
         if entry is None:
             raise Unauthorized("Token signed by an unknown key")
-        key, key_alg = entry
-        algs = [key_alg] if key_alg else self._allowed
-        return key, [a for a in algs if a in self._allowed]
+        key, key_algs = entry
+        return key, [a for a in key_algs if a in self._allowed]
 
     def _age(self) -> float:
         if self._fetched_at is None:
             return float("inf")
         return time.monotonic() - self._fetched_at
 
-    async def _lookup(self, kid: str) -> tuple[Any, str | None] | None:
+    async def _lookup(self, kid: str) -> _Entry | None:
         if self._age() > self._cache_seconds:
             await self._refresh(older_than=self._cache_seconds)
         entry = self._find(kid)
@@ -143,7 +145,7 @@ class JwksKeys:
             entry = self._find(kid)
         return entry
 
-    def _find(self, kid: str) -> tuple[Any, str | None] | None:
+    def _find(self, kid: str) -> _Entry | None:
         if kid:
             return self._keys.get(kid)
         return next(iter(self._keys.values())) if len(self._keys) == 1 else None
@@ -175,8 +177,8 @@ class JwksKeys:
             await self._session.close()
 
 
-def _parse_jwks(document: Any) -> dict[str, tuple[Any, str | None]]:
-    keys: dict[str, tuple[Any, str | None]] = {}
+def _parse_jwks(document: Any) -> dict[str, _Entry]:
+    keys: dict[str, _Entry] = {}
     for i, jwk in enumerate(document.get("keys", []) if isinstance(document, dict) else []):
         if not isinstance(jwk, dict) or jwk.get("kty") not in ("RSA", "EC"):
             continue
@@ -186,7 +188,12 @@ def _parse_jwks(document: Any) -> dict[str, tuple[Any, str | None]]:
             key = jwt.PyJWK(jwk).key
         except (jwt.PyJWKError, ValueError, TypeError):
             continue
-        keys[str(jwk.get("kid") or f"#{i}")] = (key, jwk.get("alg"))
+        # A key without "alg" (Azure AD publishes them so) verifies its own
+        # family only: handing an RSA key to ES256 raised TypeError (a 500).
+        alg = jwk.get("alg")
+        family = RSA_ALGS if jwk["kty"] == "RSA" else EC_ALGS
+        algs = (alg,) if isinstance(alg, str) and alg else family
+        keys[str(jwk.get("kid") or f"#{i}")] = (key, algs)
     return keys
 
 
