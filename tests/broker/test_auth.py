@@ -321,9 +321,10 @@ class Jwks:
         self.fetches = 0
         self.url = ""
 
-    def publish(self, private_key: Any, kid: str) -> None:
+    def publish(self, private_key: Any, kid: str, alg: str | None = "RS256") -> None:
         jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private_key.public_key()))
-        self.keys.append({**jwk, "kid": kid, "use": "sig", "alg": "RS256"})
+        # Some providers (Azure AD, for one) publish keys without "alg".
+        self.keys.append({**jwk, "kid": kid, "use": "sig", **({"alg": alg} if alg else {})})
 
     def withdraw(self, kid: str) -> None:
         self.keys = [k for k in self.keys if k["kid"] != kid]
@@ -473,6 +474,23 @@ async def test_jwks_broker_refuses_hmac_and_none(jwks, clock, jwks_broker, rsa_k
         unsigned(claims()),
     ]:
         await expect_401(await me(client, value))
+
+
+async def test_key_without_alg_refuses_another_key_family(
+    jwks, clock, jwks_broker, rsa_key, ec_key
+):
+    """With no "alg" on the published RSA key, a token claiming ES256 under its
+    kid is a 401 like any forgery, not a crash in the verifier."""
+    jwks.publish(rsa_key, "k1", alg=None)
+    client = await jwks_broker()
+    assert (await me(client, signed(rsa_key, "RS256", kid="k1"))).status == 200
+    assert (await me(client, signed(rsa_key, "PS256", kid="k1"))).status == 200
+    forged = signed(ec_key, "ES256", kid="k1")
+    await expect_401(await me(client, forged))
+    await expect_401(await launch(client, auth(forged)))
+    admin = auth(signed(rsa_key, "RS256", kid="k1", sub="root", roles=["admin"]))
+    r = await client.get("/api/admin/sessions", headers=admin)
+    assert await r.json() == []
 
 
 # -- MFA -------------------------------------------------------------------------
