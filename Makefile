@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: run test install system-deps lint typecheck unit test-pg clean
+.PHONY: run test install system-deps lint typecheck unit test-pg bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ unit: install
 ## The database tests again on PostgreSQL, in a fresh database created and dropped here.
 test-pg: install
 	bash .ci/postgres-tests
+
+## Benchmarks: codec throughput and the relay's CPU per MB (scripts that print numbers).
+bench: install
+	$(BIN)/python benchmarks/codec_bench.py
+	$(BIN)/python benchmarks/relay_bench.py
 
 clean:
 	rm -rf $(VENV) node_modules data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,172 @@
+"""The relay's cost: CPU time of the broker process per MB relayed to browsers.
+
+Usage (from the repository root; `make bench-relay` runs it)::
+
+    .venv/bin/python benchmarks/relay_bench.py [--viewers 8] [--rounds 4] [--capture PATH]
+
+Three processes on loopback, so each one's CPU is its own:
+
+- a simulated guacd replaying a real guacd capture at full speed
+  (``python -m protocols.simulated_guacd --mode replay``);
+- the broker (``python -m broker serve``, SQLite, ``direct`` tunnel);
+- this script: launches one session and opens ``--viewers`` WebSocket
+  tunnels at once, like guacamole-common-js (subprotocol, ping echo ignored),
+  reading every byte, ``--rounds`` times.
+
+Prints bytes relayed, wall time, throughput, the broker's CPU seconds (user +
+system, from /proc) per MB, and frames per MB (batching). The guacd side and
+the reading side are not counted. The figure to compare with other relays
+(guacamole-lite, guapy) is "broker CPU ms per MB".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+CAPTURES = ROOT.parent / "shared" / "guacd"
+SECRET = "relay-benchmark-secret-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+async def wait_http(url: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(300):
+            try:
+                async with http.get(url) as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+async def wait_port(port: int) -> None:
+    for _ in range(300):
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"port {port} did not open")
+
+
+async def view(http: aiohttp.ClientSession, url: str, expected: int) -> tuple[int, int]:
+    """Open one tunnel, read ``expected`` bytes of guacd output; (bytes, frames)."""
+    got = frames = 0
+    async with http.ws_connect(url, protocols=("guacamole",), max_msg_size=0) as ws:
+        await ws.receive_str()  # the tunnel UUID
+        while got < expected:
+            msg = await ws.receive()
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                raise RuntimeError(f"tunnel ended early: {msg}")
+            got += len(msg.data)
+            frames += 1
+    return got, frames
+
+
+def mint(base: str) -> str:
+    from broker.auth import mint_dev_token
+
+    return mint_dev_token(SECRET, issuer="bench", audience="bench", sub="bench", email="b@x")
+
+
+async def run(args: argparse.Namespace) -> None:
+    capture = args.capture.read_bytes()
+    tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
+    guacd_port, broker_port = free_port(), free_port()
+    config = tmp / "broker.toml"
+    config.write_text(textwrap.dedent(f"""
+        [server]
+        data_dir = "{tmp}"
+        [auth]
+        issuer = "bench"
+        audience = "bench"
+        [guacd]
+        endpoints = ["127.0.0.1:{guacd_port}"]
+        [[workspaces]]
+        id = "bench"
+        name = "Bench"
+        type = "{args.capture.name.split('-')[0]}"
+        """))
+    env = {**os.environ, "BROKER_AUTH_HS256_SECRET": SECRET}
+    guacd = subprocess.Popen(
+        [sys.executable, "-m", "protocols.simulated_guacd", "--port", str(guacd_port),
+         "--mode", "replay", "--captures", str(args.capture.parent), "--first-frame-delay", "0"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    broker = subprocess.Popen(
+        [sys.executable, "-m", "broker", "serve", "--config", str(config), "--port",
+         str(broker_port), "--log-level", "WARNING"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{broker_port}"
+    try:
+        await wait_port(guacd_port)
+        await wait_http(base + "/healthz")
+        token = mint(base)
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{base}/api/workspaces/bench/launch",
+                                 headers={"Authorization": f"Bearer {token}"}) as r:
+                launched = await r.json()
+            url = (f"{base}/viewer/{launched['session_id']}/websocket-tunnel"
+                   f"?token={launched['viewer_token']}&GUAC_WIDTH=1024&GUAC_HEIGHT=768")
+            await view(http, url, len(capture))  # warm-up
+            cpu0, wall0 = cpu_seconds(broker.pid), time.perf_counter()
+            total = frames = 0
+            for _ in range(args.rounds):
+                results = await asyncio.gather(
+                    *(view(http, url, len(capture)) for _ in range(args.viewers)))
+                total += sum(b for b, _ in results)
+                frames += sum(f for _, f in results)
+            wall = time.perf_counter() - wall0
+            cpu = cpu_seconds(broker.pid) - cpu0
+        mb = total / 1e6
+        streams = args.viewers * args.rounds
+        print(f"capture            {args.capture.name} ({len(capture):,} bytes)")
+        print(f"viewer streams     {streams} ({args.viewers} at once x {args.rounds} rounds)")
+        print(f"relayed            {mb:.1f} MB in {wall:.2f} s = {mb / wall:.1f} MB/s")
+        print(f"broker CPU         {cpu:.2f} s = {cpu * 1000 / mb:.1f} ms per MB relayed")
+        print("                   (includes per-stream setup: token check, guacd handshake)")
+        print(f"frames             {frames:,} = {frames / mb:.0f} per MB"
+              f" ({total / frames / 1024:.1f} KiB per frame)")
+    finally:
+        for proc in (broker, guacd):
+            proc.terminate()
+            proc.wait(15)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--capture", type=Path, default=CAPTURES / "vnc-x11vnc-20s.guac")
+    p.add_argument("--viewers", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=4)
+    asyncio.run(run(p.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
