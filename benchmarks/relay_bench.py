@@ -95,12 +95,13 @@ def mint(base: str) -> str:
     return mint_dev_token(SECRET, issuer="bench", audience="bench", sub="bench", email="b@x")
 
 
-async def run(args: argparse.Namespace) -> None:
-    capture = args.capture.read_bytes()
+def start(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes], int]:
+    """Start the simulated guacd and the broker; (guacd, broker, broker port)."""
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     guacd_port, broker_port = free_port(), free_port()
     config = tmp / "broker.toml"
-    config.write_text(textwrap.dedent(f"""
+    config.write_text(
+        textwrap.dedent(f"""
         [server]
         data_dir = "{tmp}"
         [auth]
@@ -111,53 +112,84 @@ async def run(args: argparse.Namespace) -> None:
         [[workspaces]]
         id = "bench"
         name = "Bench"
-        type = "{args.capture.name.split('-')[0]}"
-        """))
+        type = "{args.capture.name.split("-")[0]}"
+        """)
+    )
     env = {**os.environ, "BROKER_AUTH_HS256_SECRET": SECRET}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": ROOT}
     guacd = subprocess.Popen(
-        [sys.executable, "-m", "protocols.simulated_guacd", "--port", str(guacd_port),
-         "--mode", "replay", "--captures", str(args.capture.parent), "--first-frame-delay", "0"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "protocols.simulated_guacd",
+            "--port",
+            str(guacd_port),
+            "--mode",
+            "replay",
+            "--captures",
+            str(args.capture.parent),
+            "--first-frame-delay",
+            "0",
+        ],
+        **quiet,
     )
     broker = subprocess.Popen(
-        [sys.executable, "-m", "broker", "serve", "--config", str(config), "--port",
-         str(broker_port), "--log-level", "WARNING"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "broker",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(broker_port),
+            "--log-level",
+            "WARNING",
+        ],
+        env=env,
+        **quiet,
     )
+    args.guacd_port = guacd_port
+    return guacd, broker, broker_port
+
+
+async def run(args: argparse.Namespace, broker_pid: int, broker_port: int) -> None:
+    capture = args.capture.read_bytes()
     base = f"http://127.0.0.1:{broker_port}"
-    try:
-        await wait_port(guacd_port)
-        await wait_http(base + "/healthz")
-        token = mint(base)
-        async with aiohttp.ClientSession() as http:
-            async with http.post(f"{base}/api/workspaces/bench/launch",
-                                 headers={"Authorization": f"Bearer {token}"}) as r:
-                launched = await r.json()
-            url = (f"{base}/viewer/{launched['session_id']}/websocket-tunnel"
-                   f"?token={launched['viewer_token']}&GUAC_WIDTH=1024&GUAC_HEIGHT=768")
-            await view(http, url, len(capture))  # warm-up
-            cpu0, wall0 = cpu_seconds(broker.pid), time.perf_counter()
-            total = frames = 0
-            for _ in range(args.rounds):
-                results = await asyncio.gather(
-                    *(view(http, url, len(capture)) for _ in range(args.viewers)))
-                total += sum(b for b, _ in results)
-                frames += sum(f for _, f in results)
-            wall = time.perf_counter() - wall0
-            cpu = cpu_seconds(broker.pid) - cpu0
-        mb = total / 1e6
-        streams = args.viewers * args.rounds
-        print(f"capture            {args.capture.name} ({len(capture):,} bytes)")
-        print(f"viewer streams     {streams} ({args.viewers} at once x {args.rounds} rounds)")
-        print(f"relayed            {mb:.1f} MB in {wall:.2f} s = {mb / wall:.1f} MB/s")
-        print(f"broker CPU         {cpu:.2f} s = {cpu * 1000 / mb:.1f} ms per MB relayed")
-        print("                   (includes per-stream setup: token check, guacd handshake)")
-        print(f"frames             {frames:,} = {frames / mb:.0f} per MB"
-              f" ({total / frames / 1024:.1f} KiB per frame)")
-    finally:
-        for proc in (broker, guacd):
-            proc.terminate()
-            proc.wait(15)
+    await wait_port(args.guacd_port)
+    await wait_http(base + "/healthz")
+    token = mint(base)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{base}/api/workspaces/bench/launch", headers={"Authorization": f"Bearer {token}"}
+        ) as r:
+            launched = await r.json()
+        url = (
+            f"{base}/viewer/{launched['session_id']}/websocket-tunnel"
+            f"?token={launched['viewer_token']}&GUAC_WIDTH=1024&GUAC_HEIGHT=768"
+        )
+        await view(http, url, len(capture))  # warm-up
+        cpu0, wall0 = cpu_seconds(broker_pid), time.perf_counter()
+        total = frames = 0
+        for _ in range(args.rounds):
+            results = await asyncio.gather(
+                *(view(http, url, len(capture)) for _ in range(args.viewers))
+            )
+            total += sum(b for b, _ in results)
+            frames += sum(f for _, f in results)
+        wall = time.perf_counter() - wall0
+        cpu = cpu_seconds(broker_pid) - cpu0
+    mb = total / 1e6
+    streams = args.viewers * args.rounds
+    print(f"capture            {args.capture.name} ({len(capture):,} bytes)")
+    print(f"viewer streams     {streams} ({args.viewers} at once x {args.rounds} rounds)")
+    print(f"relayed            {mb:.1f} MB in {wall:.2f} s = {mb / wall:.1f} MB/s")
+    print(f"broker CPU         {cpu:.2f} s = {cpu * 1000 / mb:.1f} ms per MB relayed")
+    print("                   (includes per-stream setup: token check, guacd handshake)")
+    print(
+        f"frames             {frames:,} = {frames / mb:.0f} per MB"
+        f" ({total / frames / 1024:.1f} KiB per frame)"
+    )
 
 
 def main() -> None:
@@ -165,7 +197,14 @@ def main() -> None:
     p.add_argument("--capture", type=Path, default=CAPTURES / "vnc-x11vnc-20s.guac")
     p.add_argument("--viewers", type=int, default=8)
     p.add_argument("--rounds", type=int, default=4)
-    asyncio.run(run(p.parse_args()))
+    args = p.parse_args()
+    guacd, broker, port = start(args)
+    try:
+        asyncio.run(run(args, broker.pid, port))
+    finally:
+        for proc in (broker, guacd):
+            proc.terminate()
+            proc.wait(15)
 
 
 if __name__ == "__main__":
