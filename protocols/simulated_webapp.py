@@ -291,14 +291,17 @@ class SimulatedWebApp:
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
         )
         await resp.prepare(request)
-        for n in range(1, MAX_TICKS + 1):
-            await resp.write(f"data: tick {n}\n\n".encode())
-            try:
-                await asyncio.wait_for(self._stopping.wait(), TICK_SECONDS)
-                break
-            except TimeoutError:
-                pass
-        await resp.write_eof()
+        try:
+            for n in range(1, MAX_TICKS + 1):
+                await resp.write(f"data: tick {n}\n\n".encode())
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), TICK_SECONDS)
+                    break
+                except TimeoutError:
+                    pass
+            await resp.write_eof()
+        except ConnectionError:
+            pass  # the reader went away: that is how an event stream usually ends
         return resp
 
     async def _redirect(self, request: web.Request) -> web.Response:
