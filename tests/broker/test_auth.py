@@ -320,6 +320,8 @@ class Jwks:
         self.keys: list[dict[str, Any]] = []
         self.fetches = 0
         self.url = ""
+        self.down = False
+        self.hang: asyncio.Event | None = None
 
     def publish(self, private_key: Any, kid: str, alg: str | None = "RS256") -> None:
         jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private_key.public_key()))
@@ -331,6 +333,10 @@ class Jwks:
 
     async def handle(self, request: web.Request) -> web.Response:
         self.fetches += 1
+        if self.hang is not None:
+            await self.hang.wait()
+        if self.down:
+            return web.json_response({"error": "maintenance"}, status=503)
         return web.json_response({"keys": self.keys})
 
 
@@ -353,6 +359,8 @@ async def jwks() -> AsyncIterator[Jwks]:
     await server.start_server()
     idp.url = str(server.make_url("/jwks.json"))
     yield idp
+    if idp.hang is not None:
+        idp.hang.set()
     await server.close()
 
 
@@ -365,8 +373,8 @@ def clock(monkeypatch) -> Clock:
 
 @pytest.fixture
 def jwks_broker(jwks, make_settings, start_broker):
-    async def start() -> Any:
-        settings = make_settings(f'[auth]\njwks_url = "{jwks.url}"\n', env=NO_HS256)
+    async def start(extra: str = "") -> Any:
+        settings = make_settings(f'[auth]\njwks_url = "{jwks.url}"\n{extra}', env=NO_HS256)
         return await start_broker(settings)
 
     return start
@@ -474,6 +482,46 @@ async def test_jwks_broker_refuses_hmac_and_none(jwks, clock, jwks_broker, rsa_k
         unsigned(claims()),
     ]:
         await expect_401(await me(client, value))
+
+
+async def test_identity_provider_outage_keeps_the_cached_keys(
+    jwks, clock, jwks_broker, rsa_key, rsa_key2
+):
+    jwks.publish(rsa_key, "k1")
+    client = await jwks_broker()
+    assert (await me(client, signed(rsa_key, "RS256", kid="k1"))).status == 200
+    jwks.down = True
+    clock.now += 301
+    # The refetch fails; users keep working on the keys already known.
+    assert (await me(client, signed(rsa_key, "RS256", kid="k1"))).status == 200
+    assert jwks.fetches == 2
+    jwks.down = False
+    jwks.publish(rsa_key2, "k2")
+    clock.now += 11
+    assert (await me(client, signed(rsa_key2, "RS256", kid="k2"))).status == 200
+    assert jwks.fetches == 3
+
+
+async def test_identity_provider_down_at_start_then_back(jwks, clock, jwks_broker, rsa_key):
+    jwks.publish(rsa_key, "k1")
+    jwks.down = True
+    client = await jwks_broker()
+    value = signed(rsa_key, "RS256", kid="k1")
+    await expect_401(await me(client, value))
+    jwks.down = False
+    clock.now += 11
+    assert (await me(client, value)).status == 200
+    assert jwks.fetches == 2
+
+
+async def test_hanging_jwks_fetch_is_bounded(jwks, clock, jwks_broker, rsa_key):
+    """auth.http_timeout_seconds bounds the fetch: the request is answered
+    (401) instead of hanging with the identity provider."""
+    jwks.publish(rsa_key, "k1")
+    jwks.hang = asyncio.Event()
+    client = await jwks_broker("http_timeout_seconds = 0.2\n")
+    r = await asyncio.wait_for(me(client, signed(rsa_key, "RS256", kid="k1")), 10)
+    await expect_401(r)
 
 
 async def test_key_without_alg_refuses_another_key_family(
