@@ -246,7 +246,7 @@ DEMO_CONFIG: dict[str, Any] = {
             "id": "ws-windows-server",
             "name": "Windows Server",
             "type": "rdp",
-            "description": "A simulated Windows desktop over RDP.",
+            "description": "A simulated Windows desktop over RDP; it asks for your login.",
             "peer": "ws-windows-desktop",
         },
         {

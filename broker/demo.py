@@ -36,7 +36,8 @@ async def demo_environment(settings: Settings) -> AsyncIterator[Settings]:
         netbird = SimulatedNetBird(seed)
         await netbird.start(host="127.0.0.1", port=0)
         stack.push_async_callback(netbird.aclose)
-        guacd = SimulatedGuacd(SimulatedGuacdOptions())
+        # The Windows demo has no stored credentials: guacd asks, the viewer prompts.
+        guacd = SimulatedGuacd(SimulatedGuacdOptions(ask_credentials=frozenset({"rdp"})))
         await guacd.start(host="127.0.0.1", port=0)
         stack.push_async_callback(guacd.aclose)
         peers = {peer.name: peer.ip for peer in seed.workspaces}

@@ -11,7 +11,8 @@ Browser to guacd: each message must be exactly one instruction. Internal
 instructions (empty opcode) are never forwarded: ``ping`` is echoed at once,
 in a frame of its own, so it always lands between whole instructions. Input
 is held until guacd's first ``sync`` (guacd 1.5.5's VNC plugin crashes on a
-``mouse`` before the connection is up); held mouse moves are coalesced.
+``mouse`` before the connection is up); held mouse moves are coalesced. The
+answers to guacd's ``required`` prompt (``argv`` streams) pass at once.
 
 Backpressure: a slow browser makes ``send_frame`` wait on the socket, so the
 relay stops reading guacd and TCP slows guacd down; nothing grows unbounded.
@@ -105,6 +106,7 @@ class Relay:
         self._held: list[bytes] | None = []
         self._held_limit = held_limit
         self._held_mask: tuple[str, ...] | None = None
+        self._argv_streams: set[str] = set()
         self._on_input = on_input
         self._last_input = 0.0
         self._ending: asyncio.Future[Ending] = asyncio.get_running_loop().create_future()
@@ -212,12 +214,24 @@ class Relay:
         if instruction.opcode in ("mouse", "key"):
             self._touch()
         data = text.encode()
-        if self._held is not None:
+        if self._held is not None and not self._passes_before_sync(instruction):
             self._hold(instruction, data)
             return None
         self.guacd.writer.write(data)
         await asyncio.wait_for(self.guacd.writer.drain(), WRITE_TIMEOUT)
         return None
+
+    def _passes_before_sync(self, instruction: Instruction) -> bool:
+        """What may reach guacd before its first ``sync``: keep-alives, leaving,
+        and the answers to a ``required`` prompt (``argv`` streams), which guacd
+        waits for before it draws anything."""
+        opcode, args = instruction.opcode, instruction.args
+        if opcode in ("nop", "sync", "disconnect"):
+            return True
+        if opcode == "argv" and args:
+            self._argv_streams.add(args[0])
+            return True
+        return opcode in ("blob", "end") and bool(args) and args[0] in self._argv_streams
 
     def _hold(self, instruction: Instruction, data: bytes) -> None:
         """Keep input for after the first ``sync``. A move that only follows

@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import ipaddress
 import signal
@@ -152,6 +153,10 @@ class SimulatedGuacdOptions:
     write_timeout: float = 10.0
     vnc_crash_on_early_mouse: bool = True
     max_connections: int = 64
+    # Protocols whose connections ask the user for missing credentials (empty
+    # `username`/`password` parameters) with `required`, as guacd does when the
+    # remote desktop wants them, and wait for the client's `argv` streams.
+    ask_credentials: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         # Accept plain strings ("replay", "bad-password") as the CLI and tests give them.
@@ -190,6 +195,8 @@ class SimulatedGuacd:
         self.crashes = 0  # VNC early-mouse crashes
         self.handshakes: deque[HandshakeRecord] = deque(maxlen=100)
         self.received: deque[Instruction] = deque(maxlen=1000)  # client input after ready
+        # Values given through `argv` streams after `required`, by parameter name.
+        self.credentials_received: deque[dict[str, str]] = deque(maxlen=100)
         self.failures_applied: deque[Failure] = deque(maxlen=100)
         self._queued: deque[Failure] = deque()
         self._sessions: dict[str, _Session] = {}
@@ -333,6 +340,11 @@ class _Connection:
         self.closed = False
         self.activity = asyncio.Event()
         self.last_activity = asyncio.get_running_loop().time()
+        self.record: HandshakeRecord | None = None
+        self.asked: tuple[str, ...] = ()
+        self.argv_streams: dict[str, tuple[str, list[str]]] = {}
+        self.answers: dict[str, str] = {}
+        self.answered = asyncio.Event()
 
     async def run(self) -> None:
         try:
@@ -459,6 +471,7 @@ class _Connection:
         if not record.accepted:
             return False  # guacd 1.5.5: "Client did not return the expected number..."
         self.read_only = record.parameters.get("read-only") == "true"
+        self.record = record
         self._join_session(record)
         return True
 
@@ -532,6 +545,9 @@ class _Connection:
             return
         self.last_activity = asyncio.get_running_loop().time()
         self.activity.set()
+        if self.asked and instruction.opcode in ("argv", "blob", "end"):
+            self._on_argv(instruction)
+            return
         if self.failure is Failure.DISCONNECT_ON_WRITE or instruction.opcode == "disconnect":
             self.send_instructions(Instruction("disconnect"))
             self.close()
@@ -591,11 +607,45 @@ class _Connection:
             return
         if failure in (Failure.DISCONNECT_ON_WRITE, Failure.CLIENT_TIMEOUT):
             await asyncio.Event().wait()  # silent until the watchdog or input ends it
+        await self._ask_credentials()
         if self.options.mode is Mode.REPLAY:
             await self._replay()
         else:
             await self._first_frame()
         await self._idle()
+
+    async def _ask_credentials(self) -> None:
+        """guacd's `required`: name the missing credentials and wait for the
+        client's `argv` streams (`argv,<stream>,text/plain,<name>`, `blob`s of
+        base64, `end`) before reaching the desktop."""
+        record = self.record
+        if record is None or record.protocol not in self.options.ask_credentials:
+            return
+        missing = tuple(n for n in ("username", "password") if not record.parameters.get(n))
+        if not missing:
+            return
+        self.asked = missing
+        self.send_instructions(Instruction("required", missing))
+        await self.drain()
+        await self.answered.wait()
+        self.server.credentials_received.append(dict(self.answers))
+        self.server._notify()
+
+    def _on_argv(self, instruction: Instruction) -> None:
+        args = instruction.args
+        if instruction.opcode == "argv" and len(args) >= 3:
+            self.argv_streams[args[0]] = (args[2], [])
+        elif instruction.opcode == "blob" and len(args) >= 2 and args[0] in self.argv_streams:
+            self.argv_streams[args[0]][1].append(args[1])
+        elif instruction.opcode == "end" and args and args[0] in self.argv_streams:
+            name, chunks = self.argv_streams.pop(args[0])
+            try:
+                value = base64.b64decode("".join(chunks)).decode("utf-8")
+            except (ValueError, UnicodeDecodeError):
+                value = ""
+            self.answers[name] = value
+            if all(self.answers.get(n) for n in self.asked):
+                self.answered.set()
 
     async def _remote_refuses(self, failure: Failure) -> None:
         assert self.session is not None
@@ -714,6 +764,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--speed", type=float, default=1.0)
     parser.add_argument("--first-frame-delay", type=float, default=0.2)
     parser.add_argument("--client-timeout", type=float, default=15.0)
+    parser.add_argument(
+        "--ask-credentials",
+        default="",
+        help="protocols (comma-separated) that prompt with `required`",
+    )
     return parser.parse_args(argv)
 
 
@@ -728,6 +783,7 @@ async def _serve(args: argparse.Namespace) -> None:
         first_frame_delay=args.first_frame_delay,
         silence_nops=nops,
         client_timeout=args.client_timeout,
+        ask_credentials=frozenset(p for p in args.ask_credentials.split(",") if p),
     )
     server = SimulatedGuacd(options)
     await server.start(args.host, args.port)

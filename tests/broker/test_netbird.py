@@ -61,7 +61,10 @@ def seed() -> Seed:
     return Seed(
         tokens=(SeedToken(TOKEN, role="network_admin", name="broker"),),
         gateways=(SeedPeer("gateway-1", "127.64.0.2"),),
-        workspaces=(SeedPeer("ws-linux-peer", "127.64.0.10"), SeedPeer("ws-rdp-peer", "127.64.0.11")),
+        workspaces=(
+            SeedPeer("ws-linux-peer", "127.64.0.10"),
+            SeedPeer("ws-rdp-peer", "127.64.0.11"),
+        ),
     )
 
 
@@ -81,8 +84,11 @@ async def api(start_broker, make_settings, sim) -> Api:
 
 
 async def until(predicate: Any, limit: float = 10) -> None:
+    """Wait (bounded) for the simulator's state, which has no change notification
+    of its own; the condition is what is asserted, never the time it took."""
+
     async def run() -> None:
-        while not predicate():
+        while not predicate():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
 
     await asyncio.wait_for(run(), limit)
@@ -160,8 +166,11 @@ async def test_netbird_down_at_disconnect_revokes_when_it_returns(api, sim, toke
 
     async def revoked() -> list[Any]:
         while True:
-            entries = (await api.get("/api/admin/audit", admin,
-                                     params={"action": "revoke_tunnel", "session": sid})).body
+            entries = (
+                await api.get(
+                    "/api/admin/audit", admin, params={"action": "revoke_tunnel", "session": sid}
+                )
+            ).body
             if any(e["details"]["outcome"] == "revoked" for e in entries):
                 return list(entries)
             await asyncio.sleep(0.02)
@@ -193,8 +202,11 @@ async def test_reconciler_removes_leftovers_and_flags_lost_grants(api, sim, toke
     audit = (await api.get("/api/audit", t, params={"session": live})).body
     assert "tunnel_failed" not in [e["action"] for e in audit]  # a system entry, not the user's
     admin = token("root", roles=["admin"])
-    entries = (await api.get("/api/admin/audit", admin,
-                             params={"action": "tunnel_failed", "session": live})).body
+    entries = (
+        await api.get(
+            "/api/admin/audit", admin, params={"action": "tunnel_failed", "session": live}
+        )
+    ).body
     assert len(entries) == 1
 
 
@@ -219,9 +231,22 @@ def start_broker_process(config: Path, port: int, cwd: Path) -> subprocess.Popen
     env = {**os.environ, "BROKER_AUTH_HS256_SECRET": TEST_SECRET, "BROKER_NETBIRD_TOKEN": TOKEN}
     with (cwd / "broker.log").open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "broker", "serve", "--config", str(config), "--port",
-             str(port), "--log-level", "WARNING"],
-            cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=log,
+            [
+                sys.executable,
+                "-m",
+                "broker",
+                "serve",
+                "--config",
+                str(config),
+                "--port",
+                str(port),
+                "--log-level",
+                "WARNING",
+            ],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
         )
 
 
@@ -230,8 +255,9 @@ async def wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
         while True:
             assert proc.poll() is None, "the broker exited; see broker.log"
             try:
-                r = await asyncio.to_thread(requests.get, f"http://127.0.0.1:{port}/healthz",
-                                            timeout=1)
+                r = await asyncio.to_thread(
+                    requests.get, f"http://127.0.0.1:{port}/healthz", timeout=1
+                )
                 if r.status_code == 200:
                     return
             except requests.ConnectionError:
@@ -245,9 +271,10 @@ async def test_killed_between_policy_and_commit_is_cleaned_after_restart(
     sim, tmp_path, database_url, token
 ):
     config = tmp_path / "broker.toml"
-    config.write_text(textwrap.dedent(f"""
+    config.write_text(
+        textwrap.dedent(f"""
         [server]
-        data_dir = "{tmp_path / 'data'}"
+        data_dir = "{tmp_path / "data"}"
         [database]
         url = "{database_url}"
         auto_migrate = true
@@ -261,7 +288,9 @@ async def test_killed_between_policy_and_commit_is_cleaned_after_restart(
         [netbird]
         base_url = "{sim.url}"
         timeout_seconds = 30
-        """) + WORKSPACES)
+        """)
+        + WORKSPACES
+    )
     port = free_port()
     proc = start_broker_process(config, port, tmp_path)
     try:
@@ -269,8 +298,9 @@ async def test_killed_between_policy_and_commit_is_cleaned_after_restart(
         sim.inject("commit_then_hang", times=1, method="POST", path="/api/policies")
         headers = {"Authorization": f"Bearer {token()}"}
         url = f"http://127.0.0.1:{port}/api/workspaces/ws-linux/launch"
-        launch = asyncio.create_task(asyncio.to_thread(requests.post, url, headers=headers,
-                                                       timeout=60))
+        launch = asyncio.create_task(
+            asyncio.to_thread(requests.post, url, headers=headers, timeout=60)
+        )
         await until(lambda: len(sim.policies()) == 1)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
@@ -281,7 +311,8 @@ async def test_killed_between_policy_and_commit_is_cleaned_after_restart(
         await wait_ready(port, proc)
         await until(lambda: sim.policies() == [], limit=20)
         r = await asyncio.to_thread(
-            requests.get, f"http://127.0.0.1:{port}/api/sessions", headers=headers, timeout=5)
+            requests.get, f"http://127.0.0.1:{port}/api/sessions", headers=headers, timeout=5
+        )
         (s,) = r.json()
         assert (s["status"], s["end_reason"]) == ("terminated", "launch_failed")
         r = await asyncio.to_thread(requests.post, url, headers=headers, timeout=30)

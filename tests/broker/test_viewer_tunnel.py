@@ -6,6 +6,7 @@ test_viewer_websockets.py)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -17,7 +18,7 @@ import pytest
 from broker.audit import Actor
 from broker.http import BROKER
 from broker.models import EndReason
-from protocols.instruction import Parser
+from protocols.instruction import Instruction, Parser
 from protocols.simulated_guacd import Mode, SimulatedGuacd, SimulatedGuacdOptions
 from tests.broker.apiclient import Api
 from tests.protocols.conftest import CAPTURE_FILES, GUACD_CAPTURES
@@ -537,3 +538,30 @@ class Firehose:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def test_required_prompt_answers_reach_guacd_before_first_sync(broker_for, token):
+    server = SimulatedGuacd(
+        SimulatedGuacdOptions(first_frame_delay=0.0, ask_credentials=frozenset({"vnc"}))
+    )
+    await server.start(host="127.0.0.1", port=0)
+    try:
+        api = await broker_for(server.port)
+        launched = await launch(api, token())
+        ws = await open_tunnel(api, launched["session_id"], launched["viewer_token"])
+        frames = await read_until(ws, lambda f: "8.required," in f)
+        assert "8.username" in frames[-1] and "8.password" in frames[-1]
+        # A mouse move now would be held (no sync yet); the argv streams pass.
+        await ws.send_str("5.mouse,2.10,2.10,1.0;")
+        for index, (name, value) in enumerate([("username", "bob"), ("password", "pw;,é")]):
+            encoded = base64.b64encode(value.encode()).decode()
+            stream = str(index)
+            await ws.send_str(Instruction("argv", (stream, "text/plain", name)).encode())
+            await ws.send_str(Instruction("blob", (stream, encoded)).encode())
+            await ws.send_str(Instruction("end", (stream,)).encode())
+        await read_until(ws, lambda f: "4.sync," in f)
+        assert list(server.credentials_received) == [{"username": "bob", "password": "pw;,é"}]
+        assert server.crashes == 0
+        await ws.close()
+    finally:
+        await server.aclose()

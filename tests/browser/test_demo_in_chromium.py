@@ -185,8 +185,13 @@ async def test_portal_launch_shows_live_desktop_that_answers_input(page: Page, d
     assert r.json()["status"] == "disconnected"
 
 
-async def test_session_ended_through_the_api_shows_ended_state(page: Page, demo: Demo):
+async def test_credentials_prompt_then_ended_through_the_api(page: Page, demo: Demo):
+    # The Windows demo stores no login: guacd sends `required`, the viewer asks.
     sid = await sign_in_and_launch(page, demo, "ws-windows-server")
+    await page.wait_for_selector("#required[open]", timeout=20000)
+    await page.fill("#required-fields input[name=username]", "demo")
+    await page.fill("#required-fields input[name=password]", "correct horse")
+    await page.click("#required-form button[type=submit]")
     await page.wait_for_selector("body[data-state=connected]", timeout=20000)
     await pixel_becomes(page, 10, 10, (200, 40, 40))  # the RDP marker
     r = await api(demo, "POST", "/api/workspaces/ws-windows-server/stop")
