@@ -88,7 +88,7 @@ from broker.events import SessionEnded
 from broker.http import BROKER, Handler, client_ip, is_jwt
 from broker.models import Session, SessionStatus
 from broker.runtime import Broker
-from broker.sessions import looks_like_session_id
+from broker.sessions import UNKNOWN_IP, looks_like_session_id
 from protocols.http_upstream import (
     Forwarding,
     HttpUpstream,
@@ -100,6 +100,7 @@ from protocols.http_upstream import (
     request_headers,
     response_headers,
 )
+from tunnels.base import TunnelStatus
 
 log = logging.getLogger(__name__)
 
@@ -343,6 +344,7 @@ class WebProxy:
             if request.method == "CONNECT":
                 return self._error(request, 405, "Method not allowed", "method_not_allowed")
             session = await self._signed_in(request, session_id)
+            _require_open_path(session)
             if request.headers.get("Upgrade", "").lower() == "websocket":
                 return await self._proxy_websocket(request, session)
             return await self._proxy_http(request, session)
@@ -373,7 +375,7 @@ class WebProxy:
             body = json.dumps({"detail": detail, "code": code})
             resp = web.Response(text=body, status=status, content_type="application/json")
         resp.headers.update(OWN_HEADERS)
-        if status == 405:
+        if status == 405 and request.path.startswith(RESERVED_PREFIX):
             resp.headers["Allow"] = "POST" if request.path == EXCHANGE_PATH else "GET, HEAD"
         return resp
 
@@ -537,6 +539,8 @@ class WebProxy:
                 return _cut_off(request, started[0])
 
     async def _proxy_websocket(self, request: web.Request, session: Session) -> web.StreamResponse:
+        if not web.WebSocketResponse().can_prepare(request).ok:
+            raise BadRequest("Not a valid WebSocket handshake")
         url = self._upstream_url(session, request)
         headers = await self._headers_for_app(request, websocket=True)
         offered = request.headers.get("Sec-WebSocket-Protocol", "")
@@ -599,6 +603,21 @@ async def _token_from_body(request: web.Request) -> str:
     if not isinstance(token, str):
         raise BadRequest("'token' must be a string")
     return token
+
+
+def _require_open_path(session: Session) -> None:
+    """Refuse before connecting when the tunnel grant is not recorded yet (the
+    address is still the placeholder) or is gone."""
+    not_granted = (
+        session.ip_address == UNKNOWN_IP
+        and session.grant_id is None
+        and session.tunnel_status == TunnelStatus.PENDING
+    )
+    if not_granted or session.tunnel_status in (TunnelStatus.REVOKED, TunnelStatus.FAILED):
+        raise Unavailable(
+            "The network path to this workspace is not open; try again in a moment",
+            code="tunnel_not_ready",
+        )
 
 
 def _signed_in_response(session: Session) -> web.Response:

@@ -15,7 +15,8 @@ Header rules (RFC 9110 section 7.6.1 and the usual reverse-proxy practice):
   `Forwarding`, and ``Host`` is the public host (so the app's own
   same-origin checks, absolute URLs and WebSocket ``Origin`` checks see the
   origin the browser uses).
-- Towards the browser: ``Set-Cookie`` for a reserved name is dropped, and a
+- Towards the browser: ``Set-Cookie`` for a reserved name is dropped, the
+  others lose any ``Domain`` attribute (host-only on the app origin), and a
   ``Location`` pointing at the app's own address is rewritten to the public
   origin. Everything else (``Content-Length``, ``Content-Encoding``, the
   app's own security headers) passes unchanged: bodies are relayed byte for
@@ -168,12 +169,23 @@ def response_headers(
         key = name.lower()
         if key in dropped:
             continue
-        if key == "set-cookie" and value.partition("=")[0].strip() in reserved_cookies:
-            continue
+        if key == "set-cookie":
+            if value.partition("=")[0].strip() in reserved_cookies:
+                continue
+            value = host_only_cookie(value)
         if key == "location":
             value = rewrite_location(value, upstream, public_origin)
         out.add(name, value)
     return out
+
+
+def host_only_cookie(set_cookie: str) -> str:
+    """``set_cookie`` without its ``Domain`` attribute: an app's cookies stay on
+    its own origin (a parent domain would reach the other sessions' apps;
+    the app's internal host name would make the browser drop the cookie)."""
+    parts = set_cookie.split(";")
+    kept = [parts[0]] + [p for p in parts[1:] if p.strip().partition("=")[0].lower() != "domain"]
+    return ";".join(kept)
 
 
 def rewrite_location(value: str, upstream: URL, public_origin: str) -> str:

@@ -36,8 +36,9 @@ assert exact text. Pages carry no inline script and a strict
 ``GET /redirect``   302 to ``http://<its own listening address>/about``
                     (an absolute URL on its own host, as an app configured
                     with its own base URL would send).
-``GET /set-cookie`` sets ``app_pref=dark`` and, with ``?name=N``, also
-                    ``N=from-app`` (to show the proxy drops clashing names).
+``GET /set-cookie`` sets ``app_pref=dark``; with ``?name=N`` also
+                    ``N=from-app`` (to show the proxy drops clashing names);
+                    with ``?domain=D`` also ``app_wide=yes; Domain=D``.
 ==================  =====================================================
 
 In-process::
@@ -313,6 +314,9 @@ class SimulatedWebApp:
         name = request.query.get("name")
         if name:
             resp.set_cookie(name, "from-app", path="/")
+        domain = request.query.get("domain")
+        if domain:
+            resp.set_cookie("app_wide", "yes", path="/", domain=domain)
         return resp
 
 

@@ -253,12 +253,17 @@ async def test_workspace_loads_follows_link_submits_form_and_echoes(env, token, 
         await ws.send_bytes(b"\x01\x02")
         assert await ws.receive_bytes(timeout=TIMEOUT) == b"\x01\x02"
     assert await asyncio.wait_for(env.webapp.ws_closes.get(), TIMEOUT) == 1000
+    async with browser.ws_connect(origin + "/ws") as ws:
+        await ws.send_str("close")  # the app closes: the browser hears its code and reason
+        closed = await ws.receive(timeout=TIMEOUT)
+        assert (closed.type, closed.data, closed.extra) == (WSMsgType.CLOSE, 4001, "bye")
 
     assert env.webapp.requests == [
         "GET /",
         "GET /about",
         "POST /submit",
         "GET /static/app.js",
+        "GET /ws",
         "GET /ws",
     ]
     assert not any(viewer_token in url for url in env.urls)
@@ -369,6 +374,10 @@ async def test_redirects_and_app_cookies(env, token):
     assert [c.value for c in browser.cookie_jar if c.key == "broker_app"] == broker_cookie
     async with browser.get(origin + "/headers") as r:
         assert (await r.json())["headers"]["cookie"] == "app_pref=dark"
+    # An app cannot reach the other sessions' origins with a parent-domain cookie.
+    async with browser.get(origin + "/set-cookie?domain=localhost") as r:
+        (wide,) = [c for c in r.headers.getall("Set-Cookie") if c.startswith("app_wide=")]
+    assert cookie_attributes(wide) == ("app_wide", {"path": "/"})
 
 
 # -- refusals --------------------------------------------------------------------
@@ -479,6 +488,21 @@ async def test_unreachable_app_is_a_502_with_a_clear_message(env, token):
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await browser.ws_connect(env.origin(sid) + "/ws")
     assert refused.value.status == 502
+
+
+async def test_requests_refused_before_any_upstream_connection(env, token):
+    sid, viewer_token = await env.launch(token())
+    browser = env.new_browser()
+    await env.sign_in(browser, sid, viewer_token)
+    origin = env.origin(sid)
+    async with browser.get(origin + "/ws", headers={"Upgrade": "websocket"}) as r:
+        assert r.status == 400  # not a valid WebSocket handshake
+    db = env.client.app[BROKER].db
+    async with db() as s, s.begin():  # the grant was lost
+        await s.execute(update(Session).where(Session.id == sid).values(tunnel_status="failed"))
+    async with browser.get(origin + "/") as r:
+        assert r.status == 503 and (await r.json())["code"] == "tunnel_not_ready"
+    assert env.webapp.requests == []
 
 
 async def test_request_bodies_over_the_limit_are_refused(make_env, token):
