@@ -36,6 +36,8 @@ WORKSPACE_TYPES = ("html5", "rdp", "vnc", "ssh", "linux")
 GUACD_PROTOCOLS = ("rdp", "vnc", "ssh")
 DEFAULT_PORTS = {"rdp": 3389, "vnc": 5900, "ssh": 22, "html5": 80}
 SECRET_KEYS = {"hs256_secret", "token", "password", "secret", "private_key", "passphrase"}
+# Worked out by the broker, never written by an operator.
+DERIVED_KEYS = {"dev_secret"}
 
 
 @dataclass(frozen=True)
@@ -324,7 +326,7 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
     for section, cls in _section_fields().items():
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            if f.name in SECRET_KEYS or f.name == "dev_secret":
+            if f.name in SECRET_KEYS or f.name in DERIVED_KEYS:
                 continue
             name = f"BROKER_{section}_{f.name}".upper()
             if name in env:
@@ -355,7 +357,7 @@ def _build(cls: type[Any], data: Any, path: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"'{path or 'config'}' must be a table")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in DERIVED_KEYS}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"unknown setting '{_join(path, unknown[0])}'")

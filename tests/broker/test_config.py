@@ -68,9 +68,10 @@ def refused(path: Path, env: dict[str, str] | None = None) -> str:
         ("[server]\nprot = 8080\n", "'server.prot'"),
         ("[auth]\njwks = 'https://idp.example/jwks'\n", "'auth.jwks'"),
         ("[sever]\nport = 8080\n", "'sever'"),
+        ("[auth]\ndev_secret = false\n", "'auth.dev_secret'"),
         (WORKSPACE + "colour = 'blue'\n", "'workspaces[0].colour'"),
     ],
-    ids=["top-level", "server", "auth", "misspelt-section", "workspace"],
+    ids=["top-level", "server", "auth", "misspelt-section", "derived", "workspace"],
 )
 def test_unknown_key_is_named(write, text, key):
     assert key in refused(write(text))
