@@ -15,8 +15,9 @@ origin); a host there that is not ``<session id>.<domain>`` gets 404.
 browsers never send, and in one POST body):
 
 1. The viewer page ``/viewer/<id>#token=<viewer token>`` learns ``app_url``
-   (`app_entry_url`, e.g. ``http://<id>.localhost:8080/__broker/enter``) and
-   goes to ``<app_url>#token=<viewer token>``.
+   from ``GET /viewer/<id>/info`` (`app_entry_url`, e.g.
+   ``http://<id>.localhost:8080/__broker/enter``; this module sets
+   ``Broker.app_url``) and goes to ``<app_url>#token=<viewer token>``.
 2. ``GET /__broker/enter`` is a small page whose script
    (``/__broker/enter.js``; CSP ``script-src 'self'``, no inline script)
    takes the token out of the address bar and history, POSTs
@@ -30,28 +31,35 @@ browsers never send, and in one POST body):
    ``{"session_id", "location": "/"}`` with
    ``Set-Cookie: broker_app=<random>; Path=/; HttpOnly; SameSite=Lax``
    (name and SameSite from ``[apps]``; on an https origin also ``Secure``
-   and the name gets the ``__Host-`` prefix, so no sibling origin can set it).
+   and the name gets the ``__Host-`` prefix, so no sibling origin can set it;
+   no ``Domain``, no expiry: the server side ends with the session).
 4. Every other request on the origin needs that cookie, checked against the
    database each time (its session must still be active). Without it the
    answer is 401 (an HTML page for browsers, JSON ``{"detail", "code"}``
    otherwise; codes ``not_signed_in``, ``session_ended``) and the app is not
-   contacted. ``/__broker/`` is reserved: nothing under it is proxied.
+   contacted; so is a 503 ``tunnel_not_ready`` while the session's grant is
+   not recorded or is gone. ``/__broker/`` is reserved: nothing under it is
+   proxied.
 
 **Proxying** to ``http://<session.ip_address>:<session.port>``, the address
 the tunnel grant gave (`protocols.http_upstream` has the header rules): every
 method but CONNECT, bodies streamed both ways (uploads up to
-``max_request_bytes``), redirects passed through with ``Location``s that
+``max_request_bytes``, else 413), redirects passed through with ``Location``s that
 point at the app's own address rewritten to the app origin, hop-by-hop
 headers stripped both ways, the broker cookie cut out of ``Cookie``,
 ``Authorization`` dropped when it holds a broker credential (a JWT for the
 broker's issuer and audience, a viewer token, the app cookie), ``Host`` kept
 as the browser sent it, ``X-Forwarded-For/Proto/Host`` set by the broker,
-``Set-Cookie`` for the broker cookie's name dropped from answers. WebSocket
+``Set-Cookie`` for the broker cookie's name dropped from answers and the
+others made host-only (``Domain`` removed). WebSocket
 upgrades are relayed both ways (text and binary; subprotocol negotiated
 with the app; either side's close is passed on). An app that cannot be
 reached is a 502 (504 when it does not answer in time) with a message.
 Responses from ``/__broker/`` and the proxy's own error pages carry strict
 security headers; the app's own responses pass as they are (it is its origin).
+App-origin requests skip the broker's own middlewares (JSON errors, request
+metrics, the portal's security headers), which would otherwise rewrite the
+app's answers.
 
 **Session end.** Requests after the end get 401 ``session_ended``. Streams
 open at that moment end at once: on `SessionEnded` (and, as a backstop for
@@ -514,10 +522,13 @@ class WebProxy:
                     )
                 )
                 started.append(resp)
-                await resp.prepare(request)
-                async for chunk in body_chunks(answer):
-                    await resp.write(chunk)
-                await resp.write_eof()
+                try:
+                    await resp.prepare(request)
+                    async for chunk in body_chunks(answer):
+                        await resp.write(chunk)
+                    await resp.write_eof()
+                except ConnectionError:
+                    return resp  # the browser left; aiohttp drops the connection quietly
                 answer.release()
                 return resp
             finally:
