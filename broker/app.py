@@ -31,6 +31,7 @@ from broker.http import (
 )
 from broker.metrics import Metrics
 from broker.models import Workspace, utcnow
+from broker.reaper import reap_once
 from broker.reconciler import reconcile_once
 from broker.runtime import Broker
 from broker.sessions import SessionService
@@ -61,6 +62,9 @@ def create_app(
             unexpected_middleware,
         ],
         client_max_size=settings.server.max_body_bytes,
+        # A header line must hold the largest accepted bearer token, so the
+        # token check (not the HTTP parser) decides about long tokens.
+        handler_args={"max_field_size": max(8190, 2 * settings.auth.max_token_bytes + 64)},
     )
     app.router.add_routes(api.routes())
     app.router.add_routes(health.routes())
@@ -165,7 +169,12 @@ def _start_background(stack: AsyncExitStack, broker: Broker) -> None:
         )
 
     reconciler = Periodic("tunnel-reconciler", tunnel.reconcile_interval_seconds, reconcile_pass)
-    for loop in (revokes, reconciler):
+
+    async def reap_pass() -> None:
+        await reap_once(broker.sessions, broker.settings, broker.viewers)
+
+    reaper = Periodic("reaper", broker.settings.limits.reaper_interval_seconds, reap_pass)
+    for loop in (revokes, reconciler, reaper):
         loop.start()
         stack.push_async_callback(loop.aclose)
 

@@ -118,6 +118,18 @@ class ViewerSettings:
 
 
 @dataclass(frozen=True)
+class LimitSettings:
+    """Session limits (0 disables one); workspaces may override each."""
+
+    max_session_seconds: int = 8 * 3600
+    idle_no_viewer_seconds: int = 15 * 60
+    idle_no_input_seconds: int = 60 * 60
+    max_sessions_per_user: int = 5
+    reaper_interval_seconds: float = 15.0
+    activity_write_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
 class DemoSettings:
     enabled: bool = False
 
@@ -191,6 +203,9 @@ class WorkspaceConfig:
     allow_copy: bool = True
     allow_paste: bool = True
     read_only: bool = False
+    max_session_seconds: int = 0
+    idle_no_viewer_seconds: int = 0
+    idle_no_input_seconds: int = 0
     guacd: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -209,6 +224,7 @@ class Settings:
     tunnel: TunnelSettings = field(default_factory=TunnelSettings)
     netbird: NetBirdConfig = field(default_factory=NetBirdConfig)
     guacd: GuacdSettings = field(default_factory=GuacdSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
     viewer: ViewerSettings = field(default_factory=ViewerSettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
     apps: AppsSettings = field(default_factory=AppsSettings)
@@ -532,3 +548,11 @@ def workspace_password(ws: WorkspaceConfig, env: Mapping[str, str] | None = None
                 f"workspace {ws.id}: cannot read password_file: {exc.strerror}"
             ) from None
     return None
+
+
+def effective_limit(workspace_value: int, default: int) -> int:
+    """A workspace's limit: its own when set (> 0), none when negative, else
+    the global default (where 0 means none)."""
+    if workspace_value < 0:
+        return 0
+    return workspace_value or default

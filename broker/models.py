@@ -108,6 +108,8 @@ class Session(Base):
     mfa_verified: Mapped[bool] = mapped_column(Boolean)
     client_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
     last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Last time a viewer was seen attached (connect, periodic heartbeat, detach).
+    last_viewer_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         # At most one active session per workspace, enforced by the database.

@@ -86,9 +86,10 @@ async def close_websocket(ws: web.WebSocketResponse, ending: Ending) -> None:
 class Relay:
     """Pumps one browser WebSocket and one guacd connection until either ends.
 
-    ``on_input`` is called (at most once a second) when the user sends input,
-    for idle tracking. The caller owns ``ws`` (already prepared) and ``guacd``
-    and must call `run` once; `end` may be called from anywhere.
+    ``on_input`` is called when the user sends input (mouse or key), at most
+    once every ``input_interval`` seconds, for the idle limit. The caller owns
+    ``ws`` (already prepared) and ``guacd`` and must call `run` once; `end`
+    may be called from anywhere.
     """
 
     def __init__(
@@ -98,6 +99,7 @@ class Relay:
         *,
         held_limit: int = 256,
         on_input: Callable[[], None] | None = None,
+        input_interval: float = 30.0,
     ) -> None:
         self.ws = ws
         self.guacd = guacd
@@ -108,6 +110,7 @@ class Relay:
         self._held_mask: tuple[str, ...] | None = None
         self._argv_streams: set[str] = set()
         self._on_input = on_input
+        self._input_interval = input_interval
         self._last_input = 0.0
         self._ending: asyncio.Future[Ending] = asyncio.get_running_loop().create_future()
 
@@ -254,7 +257,7 @@ class Relay:
 
     def _touch(self) -> None:
         now = time.monotonic()
-        if self._on_input is not None and now - self._last_input >= 1.0:
+        if self._on_input is not None and now - self._last_input >= self._input_interval:
             self._last_input = now
             self._on_input()
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -36,7 +36,15 @@ from broker.audit import Action, Actor
 from broker.auth import Principal
 from broker.config import Settings, WorkspaceConfig
 from broker.db import DbSession
-from broker.errors import Conflict, Forbidden, NotFound, Unauthorized, Unavailable, UpstreamFailed
+from broker.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+    Unavailable,
+    UpstreamFailed,
+)
 from broker.events import EventBus, SessionEnded
 from broker.models import AppCookie, EndReason, Session, SessionStatus, ViewerToken, utcnow
 from tunnels.base import Grant, Target, TunnelError, TunnelProvider, TunnelStatus
@@ -334,6 +342,7 @@ class SessionService:
                     )
                 )
                 return current, False
+            await self._check_user_limit(db, principal.user_id)
             session = Session(
                 id=str(uuid.uuid4()),
                 user_id=principal.user_id,
@@ -351,6 +360,7 @@ class SessionService:
                 mfa_verified=principal.mfa_verified,
                 client_ip=actor.client_ip,
                 last_activity_at=now,
+                last_viewer_at=now,
             )
             db.add(session)
             await db.flush()
@@ -515,6 +525,68 @@ class SessionService:
         if ended is None:
             raise Conflict("Session has already ended")
         return ended
+
+    async def _check_user_limit(self, db: DbSession, user_id: str) -> None:
+        """429 when the user already has the maximum of active sessions. On
+        PostgreSQL a per-user advisory lock makes concurrent launches count in
+        turn (SQLite transactions are already serial)."""
+        limit = self._settings.limits.max_sessions_per_user
+        if not limit:
+            return
+        if (await db.connection()).dialect.name == "postgresql":
+            await db.execute(
+                text("SELECT pg_advisory_xact_lock(hashtextextended(:user, 0))"), {"user": user_id}
+            )
+        count = await db.scalar(
+            select(func.count())
+            .select_from(Session)
+            .where(Session.user_id == user_id, Session.status == SessionStatus.ACTIVE)
+        )
+        if (count or 0) >= limit:
+            raise TooManyRequests(
+                f"You already have {count} active sessions, the most allowed; "
+                "end one before launching another",
+                code="too_many_sessions",
+            )
+
+    # -- limits ------------------------------------------------------------------
+
+    async def active_timings(self) -> list[tuple[str, str, datetime, datetime, datetime]]:
+        """(id, workspace, started, last input, last viewer) of every active session."""
+        async with self._db() as db:
+            rows = await db.execute(
+                select(
+                    Session.id,
+                    Session.workspace_id,
+                    Session.started_at,
+                    Session.last_activity_at,
+                    Session.last_viewer_at,
+                ).where(Session.status == SessionStatus.ACTIVE)
+            )
+            return [tuple(r) for r in rows.all()]  # type: ignore[misc]
+
+    async def touch_viewers(self, session_ids: Collection[str], at: datetime | None = None) -> None:
+        """Viewers are attached to these sessions now (idle-without-viewer clock)."""
+        if not session_ids:
+            return
+        async with self._db() as db, db.begin():
+            await db.execute(
+                update(Session)
+                .where(Session.id.in_(list(session_ids)), Session.status == SessionStatus.ACTIVE)
+                .values(last_viewer_at=at or self._clock())
+            )
+
+    async def end_reasons(self, session_ids: Collection[str]) -> dict[str, str]:
+        """For those of ``session_ids`` that are no longer active: why they ended."""
+        if not session_ids:
+            return {}
+        async with self._db() as db:
+            rows = await db.execute(
+                select(Session.id, Session.end_reason).where(
+                    Session.id.in_(list(session_ids)), Session.status != SessionStatus.ACTIVE
+                )
+            )
+            return {sid: reason or "" for sid, reason in rows.all()}
 
     # -- reconciling ----------------------------------------------------------
 

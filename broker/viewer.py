@@ -11,6 +11,7 @@ the viewer can show; a plain HTTP request gets JSON.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -181,8 +182,10 @@ async def _stream(
         connection,
         held_limit=broker.settings.viewer.held_input_limit,
         on_input=lambda: broker.sessions.note_activity(session.id),
+        input_interval=broker.settings.limits.activity_write_seconds,
     )
     broker.viewers.add(session.id, relay)
+    await broker.sessions.touch_viewers([session.id])
     try:
         # The session may have ended while guacd was connecting.
         current = await broker.sessions.get(session.id)
@@ -191,6 +194,8 @@ async def _stream(
         ending = await relay.run()
     finally:
         broker.viewers.remove(session.id, relay)
+        with contextlib.suppress(Exception):  # the detach time is best effort
+            await broker.sessions.touch_viewers([session.id])
         broker.metrics.relayed(relay.stats)
     log.info("viewer of session %s closed: status %d", session.id, ending.status)
 

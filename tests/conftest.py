@@ -148,8 +148,8 @@ async def start_broker() -> AsyncIterator[Callable[..., Any]]:
         client: TestClient[web.Request, web.Application] = TestClient(
             TestServer(app, host="127.0.0.1")
         )
+        clients.append(client)  # closed even if it fails to start
         await client.start_server()
-        clients.append(client)
         return client
 
     yield start

@@ -142,6 +142,7 @@ def session_row(workspace_id: str, status: SessionStatus, user: str = "alice") -
         revoked=ended,
         mfa_verified=True,
         last_activity_at=now,
+        last_viewer_at=now,
     )
 
 
