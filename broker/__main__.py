@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import logging
+import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -200,17 +202,49 @@ def serve(args: argparse.Namespace) -> int:
     from broker.app import create_app
 
     app = create_app(settings)
-    web.run_app(
-        app,
-        host=host,
-        port=settings.server.port,
-        access_log_class=AccessLogger,
-        # run_app calls this once the socket listens (an on_startup hook ran
-        # before, so a client acting on the printed URL could be refused).
-        print=lambda _running_on: _announce(settings),
-        shutdown_timeout=10,
-    )
+    asyncio.run(run_until_signalled(app, settings))
     return 0
+
+
+async def run_until_signalled(app: web.Application, settings: Settings) -> None:
+    """Serve until SIGTERM/SIGINT, then drain (RELIABILITY.md):
+
+    1. ``/readyz`` fails at once and new launches and viewer connects get 503 /
+       SERVER_BUSY, while the listener stays open for everything else;
+    2. live viewer streams get ``server.drain_grace_seconds`` to end by
+       themselves; a second signal cuts the wait short;
+    3. the rest are closed with SERVER_BUSY (viewers reconnect to another
+       replica; their sessions stay active), then the server stops.
+    """
+    from broker.http import BROKER
+    from broker.viewers import DRAINING
+
+    runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.server.host, settings.server.port)
+        await site.start()
+        _announce(settings)  # only now: a client acting on the printed URL is served
+        loop = asyncio.get_running_loop()
+        signals: asyncio.Queue[int] = asyncio.Queue()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, signals.put_nowait, sig)
+        received = await signals.get()
+        broker = app[BROKER]
+        broker.draining = True
+        streams = broker.viewers.count()
+        grace = settings.server.drain_grace_seconds
+        log.info("signal %d: draining, %d viewer stream(s), up to %g s", received, streams, grace)
+        second = asyncio.ensure_future(signals.get())
+        empty = asyncio.ensure_future(broker.viewers.wait_empty())
+        await asyncio.wait({second, empty}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+        for task in (second, empty):
+            task.cancel()
+        if broker.viewers.end_all(DRAINING):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(broker.viewers.wait_empty(), 5)
+    finally:
+        await runner.cleanup()
 
 
 def _announce(settings: Settings) -> None:

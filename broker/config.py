@@ -49,6 +49,7 @@ class ServerSettings:
     cors_origins: tuple[str, ...] = ()
     data_dir: str = "data"
     max_body_bytes: int = 65536
+    drain_grace_seconds: float = 30.0
 
 
 @dataclass(frozen=True)

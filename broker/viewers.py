@@ -8,6 +8,7 @@ drains (the viewer may reconnect to another replica).
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 
 from broker.events import SessionEnded
@@ -34,9 +35,12 @@ class ViewerRegistry:
 
     def __init__(self) -> None:
         self._relays: dict[str, weakref.WeakSet[Relay]] = {}
+        self._empty = asyncio.Event()
+        self._empty.set()
 
     def add(self, session_id: str, relay: Relay) -> None:
         self._relays.setdefault(session_id, weakref.WeakSet()).add(relay)
+        self._empty.clear()
 
     def remove(self, session_id: str, relay: Relay) -> None:
         relays = self._relays.get(session_id)
@@ -44,6 +48,12 @@ class ViewerRegistry:
             relays.discard(relay)
             if not relays:
                 del self._relays[session_id]
+        if not self._relays:
+            self._empty.set()
+
+    async def wait_empty(self) -> None:
+        """Return once no stream is held."""
+        await self._empty.wait()
 
     def count(self) -> int:
         return sum(len(r) for r in self._relays.values())
