@@ -17,6 +17,7 @@ import hashlib
 import io
 import logging
 import socket
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -497,12 +498,19 @@ async def test_requests_refused_before_any_upstream_connection(env, token):
     origin = env.origin(sid)
     async with browser.get(origin + "/ws", headers={"Upgrade": "websocket"}) as r:
         assert r.status == 400  # not a valid WebSocket handshake
+    sibling = f"http://{uuid.uuid4()}.localhost:{env.port}"  # another app, same site
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await browser.ws_connect(origin + "/ws", origin=sibling)
+    assert refused.value.status == 403
+    async with browser.ws_connect(origin + "/ws", origin=origin) as ws:
+        await ws.send_str("same origin")
+        assert await ws.receive_str(timeout=TIMEOUT) == "echo: same origin"
     db = env.client.app[BROKER].db
     async with db() as s, s.begin():  # the grant was lost
         await s.execute(update(Session).where(Session.id == sid).values(tunnel_status="failed"))
     async with browser.get(origin + "/") as r:
         assert r.status == 503 and (await r.json())["code"] == "tunnel_not_ready"
-    assert env.webapp.requests == []
+    assert env.webapp.requests == ["GET /ws"]  # only the same-origin WebSocket
 
 
 async def test_request_bodies_over_the_limit_are_refused(make_env, token):
