@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: run test install system-deps lint typecheck unit test-pg bench clean
+.PHONY: run test install system-deps lint typecheck unit test-pg bench chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ test-pg: install
 bench: install
 	$(BIN)/python benchmarks/codec_bench.py
 	$(BIN)/python benchmarks/relay_bench.py
+
+## The full chaos run: a broker killed 50 times under load, then every invariant checked.
+chaos: install
+	$(BIN)/python scripts/chaos.py --kills 50
 
 clean:
 	rm -rf $(VENV) node_modules data .pytest_cache .mypy_cache .ruff_cache

@@ -129,8 +129,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(
             exc.status, detail.get(exc.status, exc.reason), exc.reason.lower().replace(" ", "_")
         )
-    except (OperationalError, PoolTimeout, DBAPIError) as exc:
-        log.warning("database unavailable: %s", type(exc.orig if hasattr(exc, "orig") else exc))
+    except (OperationalError, PoolTimeout, DBAPIError, ConnectionError) as exc:
+        # Not a bug: the database is down, locked or unreachable. The request
+        # changed nothing (its transaction did not commit); the caller may retry.
+        cause = getattr(exc, "orig", None) or exc
+        log.warning("database unavailable: %s: %s", type(cause).__name__, cause)
         return error_response(
             503,
             "Database unavailable, try again shortly",
@@ -157,7 +160,7 @@ async def unexpected_middleware(request: web.Request, handler: Handler) -> web.S
     """The last line: an unexpected exception is logged and answered with a bare 500."""
     try:
         return await handler(request)
-    except (web.HTTPException, BrokerError):
+    except (web.HTTPException, BrokerError, DBAPIError, PoolTimeout, ConnectionError):
         raise
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
