@@ -215,3 +215,29 @@ async def test_viewer_and_portal_send_strict_security_headers(page: Page, demo: 
     assert "default-src 'self'" in headers["content-security-policy"]
     assert "frame-ancestors 'none'" in headers["content-security-policy"]
     assert headers["x-frame-options"] == "DENY"
+
+
+async def test_html5_workspace_on_its_own_origin(page: Page, demo: Demo):
+    sid = await sign_in_and_launch(page, demo, "ws-team-wiki")
+    # The viewer hands over to the app's own origin; the token is traded for a cookie.
+    await page.wait_for_url(re.compile(rf"^http://{sid}\.localhost:\d+/$"), timeout=20000)
+    assert "token" not in await page.evaluate("location.href")
+    assert await page.title() == "Team Wiki"
+    await page.wait_for_selector("text=echo: hello", timeout=15000)  # WebSocket through the proxy
+    assert "WebSocket: open" in await page.inner_text("#ws-status")
+    await page.click("#about-link")  # an absolute link, /about, stays on the app's origin
+    await page.wait_for_selector("#about")
+    assert page.url.startswith(f"http://{sid}.localhost:")
+    await page.go_back()
+    await page.fill("#name", "Ada")
+    await page.click("#name-submit")
+    assert "Thanks, Ada!" in await page.inner_text("#thanks")
+    cookies = await page.context.cookies()
+    app_cookie = [c for c in cookies if c["domain"].startswith(sid)]
+    assert app_cookie and app_cookie[0]["httpOnly"] is True
+    # Ending the session closes the door at once.
+    r = await api(demo, "POST", f"/api/sessions/{sid}/disconnect")
+    assert r.status_code == 200
+    origin = page.url.split("/", 3)[:3]
+    resp = await page.goto("/".join(origin) + "/about")
+    assert resp is not None and resp.status == 401
