@@ -27,6 +27,7 @@ class Action(StrEnum):
     TUNNEL_GRANTED = "tunnel_granted"
     REVOKE_TUNNEL = "revoke_tunnel"
     TUNNEL_FAILED = "tunnel_failed"
+    OPEN_APP = "open_app"  # an HTML5 session's viewer token traded for the app cookie
 
 
 @dataclass(frozen=True, slots=True)

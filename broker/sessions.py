@@ -213,7 +213,9 @@ class SessionService:
             raise Unauthorized("Invalid or expired viewer token")
         return session
 
-    async def exchange_viewer_token(self, token: str, session_id: str, cookie: str) -> Session:
+    async def exchange_viewer_token(
+        self, token: str, session_id: str, cookie: str, *, client_ip: str | None = None
+    ) -> Session:
         """Trade ``token``, the viewer token of the html5 session ``session_id``,
         for the app cookie ``cookie`` (stored hashed, bound to the session and
         its user). A token is exchanged once; a second try is `Unauthorized`
@@ -248,6 +250,14 @@ class SessionService:
                     user_id=session.user_id,
                     created_at=now,
                 )
+            )
+            audit.record(
+                db,
+                Action.OPEN_APP,
+                Actor(session.user_id, session.user_email, client_ip),
+                now,
+                session_id=session.id,
+                workspace_id=session.workspace_id,
             )
         return session
 

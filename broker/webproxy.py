@@ -419,7 +419,12 @@ class WebProxy:
             return _signed_in_response(session)
         cookie = secrets.token_urlsafe(32)
         try:
-            session = await sessions.exchange_viewer_token(token, session_id, cookie)
+            session = await sessions.exchange_viewer_token(
+                token,
+                session_id,
+                cookie,
+                client_ip=client_ip(request, self._broker.settings.server.trusted_proxies),
+            )
         except Unauthorized as exc:
             if exc.code != "token_used" or not cookies:
                 raise

@@ -453,6 +453,9 @@ async def test_only_this_html5_sessions_viewer_token_signs_in_and_only_once(env,
     # A fresh launch of the same session gives a fresh token that works.
     _, fresh = await env.launch(token("alice"))
     assert (await env.sign_in(env.new_browser(), sid, fresh)).status == 200
+    # Each exchange is audited; the refused ones changed nothing.
+    entries = (await env.api.get("/api/audit", token("alice"), params={"action": "open_app"})).body
+    assert [(e["session_id"], e["client_ip"]) for e in entries] == [(sid, "127.0.0.1")] * 2
 
 
 async def test_app_origins_never_reach_the_brokers_routes(env, token):
