@@ -14,7 +14,7 @@ from broker.models import EndReason
 from broker.reaper import due_reason, reap_once
 from protocols.simulated_guacd import SimulatedGuacd, SimulatedGuacdOptions
 from tests.broker.apiclient import Api
-from tests.broker.test_viewer_tunnel import WORKSPACES, finish, open_tunnel, read_until
+from tests.broker.viewer_support import WORKSPACES, finish, open_tunnel, read_until
 
 pytestmark = pytest.mark.db
 

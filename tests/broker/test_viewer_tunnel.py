@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import re
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import aiohttp
 import pytest
@@ -21,137 +18,25 @@ from broker.models import EndReason
 from protocols.instruction import Instruction, Parser
 from protocols.simulated_guacd import Mode, SimulatedGuacd, SimulatedGuacdOptions
 from tests.broker.apiclient import Api
+from tests.broker.viewer_support import (
+    DISPLAY,
+    UUID_MESSAGE,
+    finish,
+    launch,
+    open_tunnel,
+    read_until,
+    tunnel_url,
+    whole_instructions,
+)
 from tests.protocols.conftest import CAPTURE_FILES, GUACD_CAPTURES
 
 pytestmark = pytest.mark.db
-
-UUID_MESSAGE = re.compile(r"^0\.,36\.[0-9a-f-]{36};$")
-DISPLAY = (
-    "GUAC_WIDTH=1024&GUAC_HEIGHT=768&GUAC_DPI=96&GUAC_TIMEZONE=Europe/Berlin&GUAC_IMAGE=image/png"
-)
-
-WORKSPACES = """
-[[workspaces]]
-id = "ws-vnc"
-name = "VNC Desktop"
-type = "linux"
-
-[[workspaces]]
-id = "ws-rdp"
-name = "RDP Desktop"
-type = "rdp"
-username = "alice"
-password_env = "TEST_WS_PASSWORD"
-security = "nla"
-ignore_cert = true
-
-[[workspaces]]
-id = "ws-ssh"
-name = "SSH"
-type = "ssh"
-
-[[workspaces]]
-id = "ws-badpw"
-name = "Wrong password"
-type = "vnc"
-username = "simfail-bad-password"
-
-[[workspaces]]
-id = "ws-wiki"
-name = "Wiki"
-type = "html5"
-"""
-
-
-@pytest.fixture
-async def guacd() -> AsyncIterator[SimulatedGuacd]:
-    server = SimulatedGuacd(SimulatedGuacdOptions(first_frame_delay=0.05))
-    await server.start(host="127.0.0.1", port=0)
-    yield server
-    await server.aclose()
-
-
-@pytest.fixture
-def broker_for(start_broker, make_settings, monkeypatch) -> Callable[..., Any]:
-    monkeypatch.setenv("TEST_WS_PASSWORD", "s3cret-Pa55word")
-
-    async def start(guacd_port: int, **env: str) -> Api:
-        settings = make_settings(
-            workspaces=WORKSPACES,
-            env={
-                "BROKER_GUACD_ENDPOINTS": f"127.0.0.1:{guacd_port}",
-                "BROKER_GUACD_CONNECT_TIMEOUT_SECONDS": "2",
-                **env,
-            },
-        )
-        return Api(await start_broker(settings))
-
-    return start
 
 
 @pytest.fixture
 async def api(broker_for, guacd) -> Api:
     result: Api = await broker_for(guacd.port)
     return result
-
-
-def tunnel_url(sid: str, credential: str, extra: str = DISPLAY) -> str:
-    return f"/viewer/{sid}/websocket-tunnel?token={credential}&{extra}"
-
-
-async def open_tunnel(api: Api, sid: str, credential: str) -> aiohttp.ClientWebSocketResponse:
-    return await api.client.ws_connect(tunnel_url(sid, credential), protocols=("guacamole",))
-
-
-async def launch(api: Api, token: str, workspace: str = "ws-vnc") -> dict[str, Any]:
-    r = await api.launch(workspace, token)
-    assert r.status == 201, r.body
-    body: dict[str, Any] = r.body
-    return body
-
-
-async def read_until(
-    ws: aiohttp.ClientWebSocketResponse, predicate: Callable[[str], bool], limit: float = 10
-) -> list[str]:
-    """Text frames until one satisfies ``predicate`` (included)."""
-    frames: list[str] = []
-
-    async def run() -> list[str]:
-        async for msg in ws:
-            assert msg.type == aiohttp.WSMsgType.TEXT, msg
-            frames.append(msg.data)
-            if predicate(msg.data):
-                return frames
-        raise AssertionError(f"closed before the expected frame: {ws.close_code} {frames[-3:]}")
-
-    return await asyncio.wait_for(run(), limit)
-
-
-async def finish(
-    ws: aiohttp.ClientWebSocketResponse, limit: float = 10
-) -> tuple[list[str], int, str]:
-    """Read to the close: the text frames, the close code and the close reason."""
-
-    async def run() -> tuple[list[str], int, str]:
-        frames: list[str] = []
-        while True:
-            msg = await ws.receive()
-            if msg.type == aiohttp.WSMsgType.TEXT:
-                frames.append(msg.data)
-            elif msg.type == aiohttp.WSMsgType.CLOSE:
-                return frames, int(msg.data), str(msg.extra or "")
-            elif msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
-                return frames, ws.close_code or 0, ""
-            else:
-                raise AssertionError(f"unexpected {msg}")
-
-    return await asyncio.wait_for(run(), limit)
-
-
-def whole_instructions(frame: str) -> bool:
-    parser = Parser()
-    parser.feed(frame.encode())
-    return parser.pending == 0
 
 
 async def test_handshake_uuid_and_desktop_frames(api, guacd, token):

@@ -12,7 +12,7 @@ import pytest
 
 from protocols.simulated_guacd import SimulatedGuacd, SimulatedGuacdOptions
 from tests.broker.apiclient import Api
-from tests.broker.test_viewer_tunnel import WORKSPACES, finish, open_tunnel, read_until
+from tests.broker.viewer_support import WORKSPACES, finish, open_tunnel, read_until
 from tests.conftest import PG_URL
 
 
