@@ -343,14 +343,7 @@ class SessionService:
             if current is not None:
                 if current.user_id != principal.user_id:
                     raise Conflict("Workspace is in use by another session")
-                db.add(
-                    ViewerToken(
-                        token_hash=hash_token(token),
-                        session_id=current.id,
-                        user_id=principal.user_id,
-                        created_at=now,
-                    )
-                )
+                _issue_viewer_token(db, token, current, now)
                 return current, False
             await self._check_user_limit(db, principal.user_id)
             session = Session(
@@ -374,14 +367,7 @@ class SessionService:
             )
             db.add(session)
             await db.flush()
-            db.add(
-                ViewerToken(
-                    token_hash=hash_token(token),
-                    session_id=session.id,
-                    user_id=principal.user_id,
-                    created_at=now,
-                )
-            )
+            _issue_viewer_token(db, token, session, now)
             audit.record(
                 db,
                 Action.LAUNCH_WORKSPACE,
@@ -746,3 +732,15 @@ class SessionService:
             if not await self.revoke_ended(session_id):
                 left += 1
         return left
+
+
+def _issue_viewer_token(db: DbSession, token: str, session: Session, now: datetime) -> None:
+    """Store a viewer token for ``session`` (only its hash), bound to its owner."""
+    db.add(
+        ViewerToken(
+            token_hash=hash_token(token),
+            session_id=session.id,
+            user_id=session.user_id,
+            created_at=now,
+        )
+    )
