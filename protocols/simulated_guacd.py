@@ -197,6 +197,7 @@ class SimulatedGuacd:
         self.received: deque[Instruction] = deque(maxlen=1000)  # client input after ready
         # Values given through `argv` streams after `required`, by parameter name.
         self.credentials_received: deque[dict[str, str]] = deque(maxlen=100)
+        self.clipboard_received: deque[str] = deque(maxlen=100)  # text the client pasted
         self.failures_applied: deque[Failure] = deque(maxlen=100)
         self._queued: deque[Failure] = deque()
         self._sessions: dict[str, _Session] = {}
@@ -345,6 +346,7 @@ class _Connection:
         self.argv_streams: dict[str, tuple[str, list[str]]] = {}
         self.answers: dict[str, str] = {}
         self.answered = asyncio.Event()
+        self.clipboard_streams: dict[str, list[str]] = {}
 
     async def run(self) -> None:
         try:
@@ -548,6 +550,8 @@ class _Connection:
         if self.asked and instruction.opcode in ("argv", "blob", "end"):
             self._on_argv(instruction)
             return
+        if self._on_clipboard(instruction):
+            return
         if self.failure is Failure.DISCONNECT_ON_WRITE or instruction.opcode == "disconnect":
             self.send_instructions(Instruction("disconnect"))
             self.close()
@@ -630,6 +634,40 @@ class _Connection:
         await self.answered.wait()
         self.server.credentials_received.append(dict(self.answers))
         self.server._notify()
+
+    def _on_clipboard(self, instruction: Instruction) -> bool:
+        """The remote clipboard: text the client sends (``clipboard`` stream) is
+        kept and, like a desktop app copying it back, returned as
+        ``remote: <text>``. ``disable-paste`` drops what comes in, ``disable-copy``
+        sends nothing out, as guacd does. True when the instruction was consumed."""
+        args = instruction.args
+        opcode = instruction.opcode
+        if opcode == "clipboard" and len(args) >= 2:
+            self.clipboard_streams[args[0]] = []
+            return True
+        if opcode not in ("blob", "end") or not args or args[0] not in self.clipboard_streams:
+            return False
+        if opcode == "blob" and len(args) >= 2:
+            self.clipboard_streams[args[0]].append(args[1])
+            return True
+        chunks = self.clipboard_streams.pop(args[0])
+        params = self.record.parameters if self.record is not None else {}
+        if params.get("disable-paste") == "true":
+            return True
+        try:
+            text = base64.b64decode("".join(chunks)).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return True
+        self.server.clipboard_received.append(text)
+        self.server._notify()
+        if params.get("disable-copy") != "true":
+            reply = base64.b64encode(f"remote: {text}".encode()).decode()
+            self.send_instructions(
+                Instruction("clipboard", ("90", "text/plain")),
+                Instruction("blob", ("90", reply)),
+                Instruction("end", ("90",)),
+            )
+        return True
 
     def _on_argv(self, instruction: Instruction) -> None:
         args = instruction.args

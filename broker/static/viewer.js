@@ -114,10 +114,14 @@ function bindInput(c) {
   return keyboard;
 }
 
+let clipboardPolicy = { copy: true, paste: true };
+
 function bindClipboard(c) {
-  $("clipboard-toggle").hidden = false;
+  const { copy, paste } = clipboardPolicy;
+  $("clipboard-toggle").hidden = !copy && !paste;
+  $("clipboard-send").hidden = !paste;
   c.onclipboard = (stream, mimetype) => {
-    if (!/^text\//.test(mimetype)) return;
+    if (!copy || !/^text\//.test(mimetype)) return;
     const reader = new Guacamole.StringReader(stream);
     let text = "";
     reader.ontext = (chunk) => { text += chunk; };
@@ -226,6 +230,7 @@ async function start() {
   if (info && info.ok) {
     const body = await info.json();
     document.title = `${body.workspace_name} · Connection broker`;
+    clipboardPolicy = body.clipboard;
     $("title").textContent = body.workspace_name;
     if (body.app_url) {
       location.replace(`${body.app_url}#token=${encodeURIComponent(token)}`);

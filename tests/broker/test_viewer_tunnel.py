@@ -450,3 +450,20 @@ async def test_required_prompt_answers_reach_guacd_before_first_sync(broker_for,
         await ws.close()
     finally:
         await server.aclose()
+
+
+async def test_clipboard_policy_reaches_guacd_and_the_viewer(api, guacd, token):
+    launched = await launch(api, token(), "ws-locked")
+    info = await api.client.get(
+        f"/viewer/{launched['session_id']}/info",
+        headers={"Authorization": f"Bearer {launched['viewer_token']}"},
+    )
+    assert (await info.json())["clipboard"] == {"copy": False, "paste": False}
+    ws = await open_tunnel(api, launched["session_id"], launched["viewer_token"])
+    await read_until(ws, lambda f: "4.sync," in f)
+    record = guacd.last_handshake
+    assert record is not None
+    assert record.parameters["disable-copy"] == "true"
+    assert record.parameters["disable-paste"] == "true"
+    assert record.parameters["read-only"] == "true"
+    await ws.close()

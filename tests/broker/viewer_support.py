@@ -45,6 +45,14 @@ type = "vnc"
 username = "simfail-bad-password"
 
 [[workspaces]]
+id = "ws-locked"
+name = "No clipboard"
+type = "vnc"
+allow_copy = false
+allow_paste = false
+read_only = true
+
+[[workspaces]]
 id = "ws-wiki"
 name = "Wiki"
 type = "html5"

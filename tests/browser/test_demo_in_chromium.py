@@ -173,6 +173,13 @@ async def test_portal_launch_shows_live_desktop_that_answers_input(page: Page, d
     await pixel_becomes(page, 300, 300, LEFT_CLICK)
     await page.keyboard.press("a")
     await pixel_becomes(page, 14, 58, WHITE)
+    # The clipboard both ways: the desktop copies back what it was given.
+    await page.click("#clipboard-toggle")
+    await page.fill("#clipboard", "hello from the browser")
+    await page.click("#clipboard-send")
+    await page.wait_for_function(
+        "() => document.getElementById('clipboard').value === 'remote: hello from the browser'"
+    )
     # The session the portal launched is the one the API shows, encrypted over NetBird.
     r = await api(demo, "GET", f"/api/sessions/{sid}")
     body = r.json()
