@@ -248,3 +248,19 @@ async def test_html5_workspace_on_its_own_origin(page: Page, demo: Demo):
     origin = page.url.split("/", 3)[:3]
     resp = await page.goto("/".join(origin) + "/about")
     assert resp is not None and resp.status == 401
+
+
+async def test_touch_taps_click_the_desktop(browser: Browser, demo: Demo):
+    context = await browser.new_context(viewport={"width": 1024, "height": 700}, has_touch=True)
+    page = await context.new_page()
+    try:
+        await sign_in_and_launch(page, demo, "ws-linux-desktop")
+        await page.wait_for_selector("body[data-state=connected]", timeout=20000)
+        await pixel_becomes(page, 200, 200, BACKGROUND)
+        g: dict[str, Any] = await page.evaluate(GEOMETRY_JS)
+        await page.touchscreen.tap(g["left"] + 200 * g["scale"], g["top"] + 200 * g["scale"])
+        await pixel_becomes(page, 200, 200, LEFT_CLICK)
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "touch-tap.png"))
+    finally:
+        await context.close()
