@@ -29,6 +29,7 @@ from tunnels.simulated_seed import Seed, SeedPeer, SeedToken
 pytestmark = pytest.mark.db
 
 TOKEN = "nbp_" + "brokerServiceUser".ljust(36, "0")
+ADMIN_TOKEN = "nbp_" + "brokerAdminUser".ljust(36, "0")
 WORKSPACES = """
 [[workspaces]]
 id = "ws-linux"
@@ -59,7 +60,10 @@ max_retry_seconds = 2.0
 @pytest.fixture
 def seed() -> Seed:
     return Seed(
-        tokens=(SeedToken(TOKEN, role="network_admin", name="broker"),),
+        tokens=(
+            SeedToken(TOKEN, role="network_admin", name="broker"),
+            SeedToken(ADMIN_TOKEN, role="admin", name="ops"),
+        ),
         gateways=(SeedPeer("gateway-1", "127.64.0.2"),),
         workspaces=(
             SeedPeer("ws-linux-peer", "127.64.0.10"),
@@ -322,3 +326,62 @@ async def test_killed_between_policy_and_commit_is_cleaned_after_restart(
         if proc.poll() is None:
             proc.terminate()
             proc.wait(10)
+
+
+async def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "broker", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
+
+
+async def test_netbird_cli_check_and_enrol_key(sim, tmp_path, database_url):
+    admin_token = ADMIN_TOKEN
+    config = tmp_path / "broker.toml"
+    config.write_text(
+        textwrap.dedent(f"""
+        [database]
+        url = "{database_url}"
+        [tunnel]
+        provider = "netbird"
+        [netbird]
+        base_url = "{sim.url}"
+        """)
+        + WORKSPACES
+    )
+    env = {"BROKER_AUTH_HS256_SECRET": TEST_SECRET, "BROKER_NETBIRD_TOKEN": admin_token}
+    done = await run_cli("netbird", "check", "--config", str(config), env=env)
+    assert done.returncode == 0, done.stderr
+    assert "ready" in done.stdout and "[ok] netbird_credentials" in done.stdout
+    assert admin_token not in done.stdout + done.stderr
+    done = await run_cli(
+        "netbird",
+        "enrol-key",
+        "--workspace",
+        "ws-linux",
+        "--ephemeral",
+        "--config",
+        str(config),
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    (key,) = sim.account.setup_keys.values()
+    assert key.key in done.stdout  # shown once, to the admin who asked
+    assert key.body["type"] == "one-off" and key.body["ephemeral"] is True
+    assert key.body["auto_groups"] == [sim.group_id("workspace-ws-linux")]
+    # A token without the admin role cannot create keys: a clear failure.
+    done = await run_cli(
+        "netbird",
+        "enrol-key",
+        "--workspace",
+        "ws-linux",
+        "--config",
+        str(config),
+        env={**env, "BROKER_NETBIRD_TOKEN": TOKEN},
+    )
+    assert done.returncode == 1 and "NetBird" in done.stderr
+    assert TOKEN not in done.stderr
