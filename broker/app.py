@@ -13,6 +13,7 @@ from contextlib import AsyncExitStack
 
 from aiohttp import web
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker import api, health, viewer, webproxy
 from broker.auth import Authenticator
@@ -31,6 +32,7 @@ from broker.http import (
 )
 from broker.metrics import Metrics
 from broker.models import Workspace, utcnow
+from broker.pgevents import PgEventBus
 from broker.reaper import reap_once
 from broker.reconciler import reconcile_once
 from broker.runtime import Broker
@@ -137,7 +139,10 @@ async def _build(
     auth = Authenticator(settings.auth)
     stack.push_async_callback(auth.aclose)
     metrics = Metrics()
-    events = EventBus()
+    events = _event_bus(settings, engine)
+    if isinstance(events, PgEventBus):
+        events.start()
+        stack.push_async_callback(events.aclose)
     sessions = SessionService(
         db,
         settings,
@@ -157,6 +162,13 @@ async def _build(
     broker = Broker(settings, engine, db, tunnels, events, sessions, auth, metrics, guacd=guacd)
     events.subscribe(broker.viewers.on_session_ended)
     return broker
+
+
+def _event_bus(settings: Settings, engine: AsyncEngine) -> EventBus:
+    """In-process on SQLite (one broker); across replicas on PostgreSQL."""
+    if engine.dialect.name == "postgresql":
+        return PgEventBus(engine)
+    return EventBus()
 
 
 def _start_background(stack: AsyncExitStack, broker: Broker) -> None:
