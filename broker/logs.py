@@ -9,6 +9,8 @@ import sys
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from broker.redact import RedactingFilter
+
 
 class AccessLogger(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
@@ -29,6 +31,7 @@ class AccessLogger(AbstractAccessLogger):
 def setup_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())  # every logger's records, not only aiohttp's
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
