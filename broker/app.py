@@ -15,7 +15,7 @@ from aiohttp import web
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker import api, health, viewer, webproxy
+from broker import api, guard, health, viewer, webproxy
 from broker.auth import Authenticator
 from broker.background import Periodic
 from broker.config import Settings
@@ -75,6 +75,7 @@ def create_app(
     app.on_shutdown.append(_close_viewers)
     app.cleanup_ctx.append(_lifetime(settings, tunnels, provider_factory))
     webproxy.install(app)
+    guard.install(app, settings)
     return app
 
 

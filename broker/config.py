@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.errors import ConfigError
+from broker.ratelimit import RateLimitSettings
 
 WORKSPACE_TYPES = ("html5", "rdp", "vnc", "ssh", "linux")
 GUACD_PROTOCOLS = ("rdp", "vnc", "ssh")
@@ -226,6 +227,7 @@ class Settings:
     netbird: NetBirdConfig = field(default_factory=NetBirdConfig)
     guacd: GuacdSettings = field(default_factory=GuacdSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    ratelimit: RateLimitSettings = field(default_factory=RateLimitSettings)
     viewer: ViewerSettings = field(default_factory=ViewerSettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
     apps: AppsSettings = field(default_factory=AppsSettings)

@@ -94,6 +94,10 @@ class Metrics:
         self.launches = Counter("broker_launches_total", "Workspace launches by outcome.")
         self.session_ends = Counter("broker_session_ends_total", "Ended sessions by reason.")
         self.relay = Counter("broker_relay_total", "Relay totals of closed viewer streams.")
+        self.edge_refusals = Counter(
+            "broker_edge_refusals_total",
+            "Requests refused by the edge guard (rate limits, WebSocket origin), by reason.",
+        )
 
     def relayed(self, stats: RelayStats) -> None:
         self.relay.inc(stats.bytes_to_browser, what="bytes_to_browser")
@@ -103,5 +107,11 @@ class Metrics:
         self.relay.inc(1, what="streams")
 
     def render(self) -> Iterable[str]:
-        for metric in (self.requests, self.launches, self.session_ends, self.relay):
+        for metric in (
+            self.requests,
+            self.launches,
+            self.session_ends,
+            self.relay,
+            self.edge_refusals,
+        ):
             yield from metric.render()

@@ -131,18 +131,30 @@ ERROR_TEXT = {
     403: "Not allowed",
     404: "Not found (or not yours)",
     409: "Conflict with the current state",
+    413: "Request body too large",
     422: "Invalid parameter",
-    429: "Too many requests",
+    429: "Too many requests (Retry-After says when to try again)",
+    431: "Request headers too large",
     502: "A dependency failed",
     503: "A dependency is unavailable, or the broker is draining",
 }
 
 
-def _errors(*codes: int) -> dict[str, Any]:
-    return {
-        str(c): {"description": ERROR_TEXT[c], "content": {JSON: {"schema": _ref("Error")}}}
-        for c in codes
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again",
+        "schema": {"type": "string", "pattern": r"^\d+$"},
     }
+}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for c in codes:
+        out[str(c)] = {"description": ERROR_TEXT[c], "content": {JSON: {"schema": _ref("Error")}}}
+        if c in (429, 503):
+            out[str(c)]["headers"] = RETRY_AFTER
+    return out
 
 
 def _ok(schema: dict[str, Any], description: str = "OK", status: int = 200) -> dict[str, Any]:
@@ -196,11 +208,15 @@ def _op(
     public: bool = False,
     body: bool = False,
 ) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    # Any call may meet the edge guard (broker.guard): headers too large, and
+    # for calls with a credential the rate limits on failed sign-ins.
+    guarded = _errors(431) if public else _errors(429, 431)
+    op: dict[str, Any] = {"summary": summary, "responses": {**responses, **guarded}}
     if params:
         op["parameters"] = params
     op["security"] = [] if public else AUTH
     if body:
+        op["responses"].update(_errors(413))
         op["requestBody"] = {
             "required": False,
             "content": {JSON: {"schema": {"type": "object"}}},

@@ -20,6 +20,7 @@ from pathlib import Path
 from aiohttp import web
 
 from broker.errors import BrokerError, ConfigError, NotFound, Unauthorized
+from broker.guard import note_refusal
 from broker.http import bearer_token, broker_of, is_jwt, json_response
 from broker.models import Session, SessionStatus
 from broker.relay import Ending, Relay, close_websocket
@@ -135,6 +136,7 @@ async def websocket_tunnel(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest(reason="WebSocket upgrade expected")
     session_id = request.match_info["session_id"]
     refusal = await _refusal(broker, session_id, request.query.get("token", ""))
+    note_refusal(request, refusal)  # a refused credential counts for the rate limits
     await ws.prepare(request)
     if refusal is not None:
         await close_websocket(ws, refusal)
