@@ -88,6 +88,8 @@ async def metrics(request: web.Request) -> web.Response:
         }
         lines += gauge_lines("broker_sessions", "Sessions by status.", values)
     lines += gauge_lines("broker_up", "1 while the broker serves.", {(): 1.0})
+    tasks: dict[Labels, float] = {(): float(len(asyncio.all_tasks()))}
+    lines += gauge_lines("broker_asyncio_tasks", "asyncio tasks alive in this process.", tasks)
     return web.Response(
         text="\n".join(lines) + "\n",
         content_type="text/plain",
