@@ -19,6 +19,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from broker.app import create_app
 from broker.auth import mint_dev_token
 from broker.config import Settings, load_settings
+from protocols.simulated_guacd import SimulatedGuacd, SimulatedGuacdOptions
+from tests.broker.apiclient import Api
+from tests.broker.viewer_support import WORKSPACES
 from tunnels.base import TunnelProvider
 
 TEST_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
@@ -163,3 +166,32 @@ async def client(
 ) -> TestClient[web.Request, web.Application]:
     result: TestClient[web.Request, web.Application] = await start_broker(settings)
     return result
+
+
+# -- desktops: a simulated guacd, and a broker with the viewer test workspaces --
+
+
+@pytest.fixture
+async def guacd() -> AsyncIterator[SimulatedGuacd]:
+    server = SimulatedGuacd(SimulatedGuacdOptions(first_frame_delay=0.05))
+    await server.start(host="127.0.0.1", port=0)
+    yield server
+    await server.aclose()
+
+
+@pytest.fixture
+def broker_for(start_broker, make_settings, monkeypatch) -> Callable[..., Any]:
+    monkeypatch.setenv("TEST_WS_PASSWORD", "s3cret-Pa55word")
+
+    async def start(guacd_port: int, **env: str) -> Api:
+        settings = make_settings(
+            workspaces=WORKSPACES,
+            env={
+                "BROKER_GUACD_ENDPOINTS": f"127.0.0.1:{guacd_port}",
+                "BROKER_GUACD_CONNECT_TIMEOUT_SECONDS": "2",
+                **env,
+            },
+        )
+        return Api(await start_broker(settings))
+
+    return start
