@@ -169,9 +169,10 @@ def _time(request: web.Request, name: str) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+        # In UTC it must still be a datetime (0001-01-01T00:00+14:00 is not).
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise Unprocessable(f"'{name}' must be an ISO 8601 timestamp") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _before_id(request: web.Request) -> int | None:
