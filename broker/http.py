@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from broker.auth import Principal
@@ -130,6 +130,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             exc.status, detail.get(exc.status, exc.reason), exc.reason.lower().replace(" ", "_")
         )
     except (OperationalError, PoolTimeout, DBAPIError, ConnectionError) as exc:
+        if _refused_value(exc):
+            return error_response(422, "A value sent is not allowed here", "unprocessable")
         # Not a bug: the database is down, locked or unreachable. The request
         # changed nothing (its transaction did not commit); the caller may retry.
         cause = getattr(exc, "orig", None) or exc
@@ -140,6 +142,14 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
             "database_unavailable",
             {"Retry-After": "2"},
         )
+
+
+def _refused_value(exc: Exception) -> bool:
+    """The database refused a value the caller sent, which is bad input and not
+    an outage: a DataError, or SQLSTATE class 22 "data exception" (asyncpg's
+    errors reach SQLAlchemy as plain DBAPIErrors), e.g. a NUL in a filter."""
+    sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", None) or "")
+    return isinstance(exc, DataError) or sqlstate.startswith("22")
 
 
 def _broker_error(request: web.Request, exc: BrokerError) -> web.Response:

@@ -31,3 +31,24 @@ async def test_timestamps_outside_the_calendar_in_utc_are_422(
             assert r.status == 422 and name in r.body["detail"]
     r = await env.api.get("/api/audit", admin, params={"since": "0001-01-02T00:00:00+14:00"})
     assert r.status == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/api/audit", "action"),
+        ("/api/audit", "session"),
+        ("/api/admin/audit", "user"),
+        ("/api/admin/sessions", "user"),
+        ("/api/admin/sessions", "workspace"),
+    ],
+)
+async def test_nul_in_a_filter_is_never_a_server_error(
+    env: Env, token: Callable[..., str], path: str, name: str
+) -> None:
+    admin = token("root", roles=["admin"])
+    await env.launch(admin, "ws-shared")
+    r = await env.api.get(path, admin, params={name: "a\x00b"})
+    # SQLite stores NUL, so nothing matches; PostgreSQL refuses the value.
+    assert (r.status, r.body) == (200, []) or (r.status, r.body["code"]) == (422, "unprocessable")
+    assert (await env.api.get("/api/sessions/active", admin)).status == 200  # no outage
