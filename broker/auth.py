@@ -78,9 +78,11 @@ class Authenticator:
 
     def _principal(self, claims: dict[str, Any]) -> Principal:
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub or len(sub) > 255:
+        if not isinstance(sub, str) or not sub or len(sub) > 255 or _has_controls(sub):
             raise Unauthorized("Invalid token")
         email = claims.get(self._s.email_claim)
+        if isinstance(email, str) and _has_controls(email):
+            email = ""
         roles = frozenset(_strings(_claim(claims, self._s.roles_claim)))
         amr = frozenset(_strings(claims.get("amr")))
         return Principal(
@@ -93,6 +95,12 @@ class Authenticator:
 
     async def aclose(self) -> None:
         await self._keys.aclose()
+
+
+def _has_controls(value: str) -> bool:
+    """Control characters (NUL among them, which PostgreSQL cannot store) have
+    no place in a user id or an email address."""
+    return any(ord(c) < 32 or ord(c) == 127 for c in value)
 
 
 def _claim(claims: dict[str, Any], path: str) -> Any:

@@ -4,10 +4,13 @@ a NUL character is refused by the database itself."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
+import jwt
 import pytest
 
+from tests.conftest import AUDIENCE, ISSUER, TEST_SECRET, auth
 from tests.security.conftest import Env
 
 pytestmark = pytest.mark.db
@@ -52,3 +55,19 @@ async def test_nul_in_a_filter_is_never_a_server_error(
     # SQLite stores NUL, so nothing matches; PostgreSQL refuses the value.
     assert (r.status, r.body) == (200, []) or (r.status, r.body["code"]) == (422, "unprocessable")
     assert (await env.api.get("/api/sessions/active", admin)).status == 200  # no outage
+
+
+def signed(**claims: object) -> str:
+    now = int(time.time())
+    base = {"iss": ISSUER, "aud": AUDIENCE, "iat": now, "nbf": now, "exp": now + 600}
+    return jwt.encode({**base, **claims}, TEST_SECRET, algorithm="HS256")
+
+
+async def test_control_characters_in_identity_claims(env: Env) -> None:
+    r = await env.client.get("/api/me", headers=auth(signed(sub="ali\x00ce")))
+    assert r.status == 401
+    r = await env.client.get("/api/me", headers=auth(signed(sub="alice\n")))
+    assert r.status == 401
+    token = signed(sub="alice", email="alice\x00@example.com")
+    launched = await env.api.launch("ws-shared", token)
+    assert launched.status == 201 and launched.body["session"]["user_email"] == ""
