@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: run test install system-deps lint typecheck unit test-pg bench chaos clean
+.PHONY: run test install system-deps lint typecheck unit test-pg bench chaos fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ bench: install
 ## The full chaos run: a broker killed 50 times under load, then every invariant checked.
 chaos: install
 	$(BIN)/python scripts/chaos.py --kills 50
+
+## Schema fuzzing of /api with schemathesis: 1000+ requests, zero 5xx, zero schema violations.
+fuzz: install
+	$(BIN)/python scripts/fuzz_api.py --requests $(or $(REQUESTS),1000)
 
 clean:
 	rm -rf $(VENV) node_modules data .pytest_cache .mypy_cache .ruff_cache
