@@ -34,7 +34,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from protocols.errors import InstructionError
 from protocols.guacd import GuacdConnection
@@ -67,6 +67,20 @@ class RelayStats:
 
 def error_instruction(message: str, status: GuacamoleStatus) -> str:
     return Instruction.of("error", message, int(status)).encode()
+
+
+class TunnelSocket(web.WebSocketResponse):
+    """The browser's WebSocket. A message past ``max_msg_size`` is refused by
+    aiohttp itself, which closes with 1009 and no reason; guacamole-common-js
+    reads the reason as the Guacamole status (without one it shows
+    SERVER_ERROR), so that close says CLIENT_OVERRUN, "781", like the relay's own."""
+
+    async def close(
+        self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
+    ) -> bool:
+        if code == WSCloseCode.MESSAGE_TOO_BIG and not message:
+            message = str(int(GuacamoleStatus.CLIENT_OVERRUN)).encode()
+        return await super().close(code=code, message=message, drain=drain)
 
 
 async def close_websocket(ws: web.WebSocketResponse, ending: Ending) -> None:

@@ -23,7 +23,7 @@ from broker.errors import BrokerError, ConfigError, NotFound, Unauthorized
 from broker.guard import note_refusal
 from broker.http import bearer_token, broker_of, is_jwt, json_response
 from broker.models import Session, SessionStatus
-from broker.relay import Ending, Relay, close_websocket
+from broker.relay import Ending, Relay, TunnelSocket, close_websocket
 from broker.runtime import Broker
 from broker.sessions import looks_like_session_id
 from broker.viewers import DEFAULT_ENDING, DRAINING, ending_for
@@ -129,9 +129,7 @@ async def viewer_info(request: web.Request) -> web.Response:
 
 async def websocket_tunnel(request: web.Request) -> web.StreamResponse:
     broker = broker_of(request)
-    ws = web.WebSocketResponse(
-        protocols=("guacamole",), compress=False, max_msg_size=1 << 20, autoping=True
-    )
+    ws = TunnelSocket(protocols=("guacamole",), compress=False, max_msg_size=1 << 20, autoping=True)
     if not ws.can_prepare(request).ok:
         raise web.HTTPBadRequest(reason="WebSocket upgrade expected")
     session_id = request.match_info["session_id"]

@@ -133,7 +133,7 @@ class Env:
 
 @pytest.fixture
 async def guacd() -> AsyncIterator[SimulatedGuacd]:
-    server = SimulatedGuacd(SimulatedGuacdOptions(first_frame_delay=0.05))
+    server = SimulatedGuacd(SimulatedGuacdOptions(first_frame_delay=0.05, idle_sync_interval=0.1))
     await server.start(host="127.0.0.1", port=0)
     yield server
     await server.aclose()
