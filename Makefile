@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: run test install system-deps lint typecheck unit test-pg bench chaos fuzz clean
+.PHONY: run test install system-deps lint typecheck unit test-pg bench chaos fuzz soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ chaos: install
 ## Schema fuzzing of /api with schemathesis: 1000+ requests, zero 5xx, zero schema violations.
 fuzz: install
 	$(BIN)/python scripts/fuzz_api.py --requests $(or $(REQUESTS),1000)
+
+## Soak: 200 viewer streams plus steady launches and disconnects for 10 minutes;
+## checks errors, RSS, file descriptors and asyncio tasks (STREAMS=, MINUTES= to change).
+soak: install
+	$(BIN)/python scripts/soak.py --streams $(or $(STREAMS),200) --minutes $(or $(MINUTES),10)
 
 clean:
 	rm -rf $(VENV) node_modules data .pytest_cache .mypy_cache .ruff_cache
