@@ -25,8 +25,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 from aiohttp.test_utils import TestClient
 from sqlalchemy import update
 
@@ -37,36 +35,11 @@ from broker.webproxy import app_entry_url
 from protocols.simulated_webapp import BIG_DEFAULT_SIZE, SimulatedWebApp, big_body
 from tests.broker.apiclient import Api
 from tests.conftest import auth
+from tests.localhost import LocalhostResolver
 
 pytestmark = pytest.mark.db
 
 TIMEOUT = 10  # generous bound for anything awaited; nothing here sleeps
-
-
-class LocalhostResolver(AbstractResolver):
-    """``localhost`` and ``*.localhost`` are loopback, like in Chromium."""
-
-    def __init__(self) -> None:
-        self._default = DefaultResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        if host == "localhost" or host.endswith(".localhost"):
-            return [
-                ResolveResult(
-                    hostname=host,
-                    host="127.0.0.1",
-                    port=port,
-                    family=socket.AF_INET,
-                    proto=0,
-                    flags=socket.AI_NUMERICHOST,
-                )
-            ]
-        return await self._default.resolve(host, port, family)
-
-    async def close(self) -> None:
-        await self._default.close()
 
 
 def workspaces(app_port: int, down_port: int) -> str:

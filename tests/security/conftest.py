@@ -6,7 +6,6 @@ VNC desktop, a finance-only desktop, and one HTML5 app each."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,8 +13,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 from aiohttp.test_utils import TestClient
 
 from broker.config import Settings
@@ -23,6 +20,7 @@ from broker.webproxy import app_entry_url
 from protocols.simulated_guacd import SimulatedGuacd, SimulatedGuacdOptions
 from protocols.simulated_webapp import SimulatedWebApp
 from tests.broker.apiclient import Api
+from tests.localhost import LocalhostResolver
 
 TIMEOUT = 10
 DISPLAY = "GUAC_WIDTH=1024&GUAC_HEIGHT=768&GUAC_DPI=96&GUAC_IMAGE=image/png"
@@ -56,32 +54,6 @@ name = "Wiki B"
 type = "html5"
 port = {app_port}
 """
-
-
-class LocalhostResolver(AbstractResolver):
-    """``localhost`` and ``*.localhost`` are loopback, as in Chromium."""
-
-    def __init__(self) -> None:
-        self._default = DefaultResolver()
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        if host == "localhost" or host.endswith(".localhost"):
-            return [
-                ResolveResult(
-                    hostname=host,
-                    host="127.0.0.1",
-                    port=port,
-                    family=socket.AF_INET,
-                    proto=0,
-                    flags=socket.AI_NUMERICHOST,
-                )
-            ]
-        return await self._default.resolve(host, port, family)
-
-    async def close(self) -> None:
-        await self._default.close()
 
 
 @dataclass
