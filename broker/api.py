@@ -24,6 +24,7 @@ from broker.http import (
 from broker.openapi import openapi_document
 from broker.serialize import audit_json, iso, session_json, workspace_json
 from broker.sessions import SESSION_NOT_FOUND, looks_like_session_id
+from broker.workspaces import records
 
 MAX_LIMIT = 1000
 
@@ -145,7 +146,7 @@ async def launch_workspace(request: web.Request) -> web.Response:
             "mfa_verified": s.mfa_verified,
             "tunnel": broker.tunnels.name,
             "encrypted": encrypted,
-            "recording": False,
+            "recording": records(ws),
         },
         "viewer_token": launched.viewer_token,
         "session": session_json(s),

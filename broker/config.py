@@ -205,6 +205,8 @@ class WorkspaceConfig:
     allow_copy: bool = True
     allow_paste: bool = True
     read_only: bool = False
+    recording_path: str = ""
+    recording_include_keys: bool = False
     max_session_seconds: int = 0
     idle_no_viewer_seconds: int = 0
     idle_no_input_seconds: int = 0

@@ -14,18 +14,30 @@ from broker.models import Session
 from protocols.display import DisplaySettings
 from protocols.guacd import ConnectionRequest
 from protocols.guacd_args import RemoteProtocol
-from protocols.parameters import Credentials, Parameters, build_parameters
+from protocols.parameters import Credentials, Parameters, Recording, build_parameters
 
 
 def uses_guacd(ws: WorkspaceConfig) -> bool:
     return ws.type != "html5"
 
 
+def records(ws: WorkspaceConfig) -> bool:
+    """Whether guacd records this workspace's sessions."""
+    return uses_guacd(ws) and bool(ws.recording_path)
+
+
 def guacd_parameters(
-    ws: WorkspaceConfig, hostname: str, port: int, *, password: str | None
+    ws: WorkspaceConfig,
+    hostname: str,
+    port: int,
+    *,
+    password: str | None,
+    session_id: str = "session",
 ) -> Parameters:
     """guacd parameters for ``ws`` reached at ``hostname:port`` (the tunnel
-    grant's address). Raises ``ValueError`` for settings that cannot apply."""
+    grant's address). A recording, when configured, is named after the
+    session (guacd adds a suffix for each further viewer connection).
+    Raises ``ValueError`` for settings that cannot apply."""
     protocol = RemoteProtocol(ws.protocol)
     credentials = None
     if ws.username or password is not None or ws.domain:
@@ -44,6 +56,11 @@ def guacd_parameters(
         allow_copy=ws.allow_copy,
         allow_paste=ws.allow_paste,
         read_only=ws.read_only,
+        recording=(
+            Recording(ws.recording_path, session_id, include_keys=ws.recording_include_keys)
+            if ws.recording_path
+            else None
+        ),
     )
 
 
@@ -52,7 +69,9 @@ def guacd_request(
 ) -> ConnectionRequest:
     """The connection request for one viewer of ``session``. Reads the
     workspace's password now. Raises `ConfigError` if it cannot."""
-    params = guacd_parameters(ws, session.ip_address, session.port, password=workspace_password(ws))
+    params = guacd_parameters(
+        ws, session.ip_address, session.port, password=workspace_password(ws), session_id=session.id
+    )
     return ConnectionRequest(
         RemoteProtocol(ws.protocol),
         params,

@@ -467,3 +467,18 @@ async def test_clipboard_policy_reaches_guacd_and_the_viewer(api, guacd, token):
     assert record.parameters["disable-paste"] == "true"
     assert record.parameters["read-only"] == "true"
     await ws.close()
+
+
+async def test_recorded_workspace_tells_guacd_and_the_user(api, guacd, token):
+    r = await api.launch("ws-recorded", token())
+    assert r.status == 201 and r.body["security"]["recording"] is True
+    sid = r.body["session_id"]
+    ws = await open_tunnel(api, sid, r.body["viewer_token"])
+    await read_until(ws, lambda f: "4.sync," in f)
+    record = guacd.last_handshake
+    assert record is not None
+    assert record.parameters["recording-path"] == "/var/lib/guacamole/recordings"
+    assert record.parameters["recording-name"] == sid
+    assert record.parameters["create-recording-path"] == "true"
+    assert record.parameters["recording-include-keys"] == ""  # unset: keys not recorded
+    await ws.close()

@@ -53,6 +53,12 @@ allow_paste = false
 read_only = true
 
 [[workspaces]]
+id = "ws-recorded"
+name = "Recorded"
+type = "rdp"
+recording_path = "/var/lib/guacamole/recordings"
+
+[[workspaces]]
 id = "ws-wiki"
 name = "Wiki"
 type = "html5"
