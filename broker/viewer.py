@@ -27,7 +27,7 @@ from broker.relay import Ending, Relay, TunnelSocket, close_websocket
 from broker.runtime import Broker
 from broker.sessions import looks_like_session_id
 from broker.viewers import DEFAULT_ENDING, DRAINING, ending_for
-from broker.workspaces import guacd_request, uses_guacd
+from broker.workspaces import guacd_request, records, uses_guacd
 from protocols.display import DisplaySettings
 from protocols.errors import GuacdError
 from protocols.guacd import GuacdClient, GuacdEndpoint, GuacdTimeouts
@@ -119,6 +119,7 @@ async def viewer_info(request: web.Request) -> web.Response:
             "workspace_name": session.workspace_name,
             "workspace_type": session.workspace_type,
             "app_url": app_url,
+            "recording": ws is not None and records(ws),
             "clipboard": {
                 "copy": ws.allow_copy if ws else False,
                 "paste": ws.allow_paste if ws else False,

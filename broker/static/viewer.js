@@ -231,6 +231,7 @@ async function start() {
     const body = await info.json();
     document.title = `${body.workspace_name} · Connection broker`;
     clipboardPolicy = body.clipboard;
+    $("recording").hidden = !body.recording;
     $("title").textContent = body.workspace_name;
     if (body.app_url) {
       location.replace(`${body.app_url}#token=${encodeURIComponent(token)}`);

@@ -473,6 +473,10 @@ async def test_recorded_workspace_tells_guacd_and_the_user(api, guacd, token):
     r = await api.launch("ws-recorded", token())
     assert r.status == 201 and r.body["security"]["recording"] is True
     sid = r.body["session_id"]
+    info = await api.client.get(
+        f"/viewer/{sid}/info", headers={"Authorization": f"Bearer {r.body['viewer_token']}"}
+    )
+    assert (await info.json())["recording"] is True  # the viewer shows it
     ws = await open_tunnel(api, sid, r.body["viewer_token"])
     await read_until(ws, lambda f: "4.sync," in f)
     record = guacd.last_handshake
