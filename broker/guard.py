@@ -138,8 +138,12 @@ def _header_bytes(request: web.Request) -> int:
 def _origin_allowed(request: web.Request, broker: Broker, seen: _Request) -> bool:
     if request.headers.get("Upgrade", "").lower() != "websocket":
         return True
+    proxy = request.app.get(WEBPROXY)
     schemes = {request.scheme}
-    if _peer_is_trusted(request, broker.settings.server.trusted_proxies):
+    if seen.app_host and proxy is not None:
+        # An app origin's scheme is the template's, whatever terminated TLS.
+        schemes = {proxy.origins.scheme}
+    elif _peer_is_trusted(request, broker.settings.server.trusted_proxies):
         # A trusted proxy says which scheme the browser used.
         forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip()
         if forwarded:
