@@ -196,20 +196,19 @@ class SessionService:
         except Exception as exc:
             log.warning("could not record activity of %s: %s", session_id, type(exc).__name__)
 
-    async def aclose(self) -> None:
-        """Wait for background writes (bounded)."""
+    async def background_written(self) -> None:
+        """Return once the background writes started so far are done (at most 5 s)."""
         if self._background:
-            await asyncio.wait(self._background, timeout=5)
+            await asyncio.wait(set(self._background), timeout=5)
+
+    async def aclose(self) -> None:
+        await self.background_written()
 
     async def session_for_viewer_token(self, token: str) -> Session:
         """The active session a viewer token belongs to; `Unauthorized` otherwise
         (unknown token, or its session has ended: tokens die with their session)."""
-        async with self._db() as db:
-            row = await db.get(ViewerToken, hash_token(token))
-            session = await db.get(Session, row.session_id) if row else None
-        if row is None or session is None or session.status != SessionStatus.ACTIVE:
-            raise Unauthorized("Invalid or expired viewer token")
-        if session.user_id != row.user_id:
+        session = await self.session_of_viewer_token(token)
+        if session is None or session.status != SessionStatus.ACTIVE:
             raise Unauthorized("Invalid or expired viewer token")
         return session
 
