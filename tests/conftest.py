@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import textwrap
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -172,11 +172,25 @@ async def client(
 
 
 @pytest.fixture
-async def guacd() -> AsyncIterator[SimulatedGuacd]:
-    server = SimulatedGuacd(SimulatedGuacdOptions(first_frame_delay=0.05))
-    await server.start(host="127.0.0.1", port=0)
-    yield server
-    await server.aclose()
+async def start_guacd() -> AsyncIterator[Callable[..., Awaitable[SimulatedGuacd]]]:
+    """Start simulated guacds with the given `SimulatedGuacdOptions`; all are
+    closed after the test."""
+    servers: list[SimulatedGuacd] = []
+
+    async def start(**options: Any) -> SimulatedGuacd:
+        server = SimulatedGuacd(SimulatedGuacdOptions(**options))
+        servers.append(server)
+        await server.start(host="127.0.0.1", port=0)
+        return server
+
+    yield start
+    for server in servers:
+        await server.aclose()
+
+
+@pytest.fixture
+async def guacd(start_guacd: Callable[..., Awaitable[SimulatedGuacd]]) -> SimulatedGuacd:
+    return await start_guacd(first_frame_delay=0.05)
 
 
 @pytest.fixture

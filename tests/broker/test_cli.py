@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import stat
 import sys
 import textwrap
@@ -23,6 +22,7 @@ from alembic.script import ScriptDirectory
 from broker.auth import Authenticator
 from broker.config import load_settings
 from broker.db import alembic_config, create_engine, current_revision
+from tests.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "cli-test-secret-0123456789-abcdefghijklmnop"
@@ -63,13 +63,6 @@ async def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> R
         raise
     assert proc.returncode is not None
     return Result(proc.returncode, out.decode(), err.decode())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def write_config(directory: Path, text: str) -> Path:

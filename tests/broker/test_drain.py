@@ -8,15 +8,12 @@ import asyncio
 import signal
 import sqlite3
 import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
-import pytest
 
-from protocols.simulated_guacd import SimulatedGuacd, SimulatedGuacdOptions
-from tests.broker.test_netbird import free_port, start_broker_process, wait_ready
 from tests.conftest import AUDIENCE, ISSUER
+from tests.processes import free_port, start_broker_process, wait_ready
 
 WORKSPACES = """
 [[workspaces]]
@@ -29,14 +26,6 @@ id = "ws-b"
 name = "B"
 type = "vnc"
 """
-
-
-@pytest.fixture
-async def guacd() -> AsyncIterator[SimulatedGuacd]:
-    server = SimulatedGuacd(SimulatedGuacdOptions(first_frame_delay=0.0))
-    await server.start(host="127.0.0.1", port=0)
-    yield server
-    await server.aclose()
 
 
 def write_config(tmp_path: Path, guacd_port: int, grace: float) -> Path:

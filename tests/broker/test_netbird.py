@@ -6,12 +6,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,12 +21,14 @@ from broker.models import EndReason
 from broker.reconciler import reconcile_once
 from tests.broker.apiclient import Api
 from tests.conftest import AUDIENCE, ISSUER, TEST_SECRET
+from tests.processes import free_port, start_broker_process, wait_ready
 from tunnels.simulated import SimulatedNetBird
 from tunnels.simulated_seed import Seed, SeedPeer, SeedToken
 
 pytestmark = pytest.mark.db
 
 TOKEN = "nbp_" + "brokerServiceUser".ljust(36, "0")
+NETBIRD_ENV = {"BROKER_NETBIRD_TOKEN": TOKEN}
 ADMIN_TOKEN = "nbp_" + "brokerAdminUser".ljust(36, "0")
 WORKSPACES = """
 [[workspaces]]
@@ -224,53 +224,6 @@ async def test_reconciler_never_deletes_a_launch_in_flight(api, sim, token):
     assert r.status == 201 and len(sim.policies()) == 1
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_broker_process(config: Path, port: int, cwd: Path) -> subprocess.Popen[bytes]:
-    """A broker subprocess; its log goes to ``cwd/broker.log``."""
-    env = {**os.environ, "BROKER_AUTH_HS256_SECRET": TEST_SECRET, "BROKER_NETBIRD_TOKEN": TOKEN}
-    with (cwd / "broker.log").open("ab") as log:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "broker",
-                "serve",
-                "--config",
-                str(config),
-                "--port",
-                str(port),
-                "--log-level",
-                "WARNING",
-            ],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-
-
-async def wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
-    async def run() -> None:
-        while True:
-            assert proc.poll() is None, "the broker exited; see broker.log"
-            try:
-                r = await asyncio.to_thread(
-                    requests.get, f"http://127.0.0.1:{port}/healthz", timeout=1
-                )
-                if r.status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            await asyncio.sleep(0.05)
-
-    await asyncio.wait_for(run(), 30)
-
-
 async def test_killed_between_policy_and_commit_is_cleaned_after_restart(
     sim, tmp_path, database_url, token
 ):
@@ -296,7 +249,7 @@ async def test_killed_between_policy_and_commit_is_cleaned_after_restart(
         + WORKSPACES
     )
     port = free_port()
-    proc = start_broker_process(config, port, tmp_path)
+    proc = start_broker_process(config, port, tmp_path, env=NETBIRD_ENV)
     try:
         await wait_ready(port, proc)
         sim.inject("commit_then_hang", times=1, method="POST", path="/api/policies")
@@ -311,7 +264,7 @@ async def test_killed_between_policy_and_commit_is_cleaned_after_restart(
         with pytest.raises(requests.ConnectionError):
             await launch
         sim.faults.clear()
-        proc = start_broker_process(config, port, tmp_path)
+        proc = start_broker_process(config, port, tmp_path, env=NETBIRD_ENV)
         await wait_ready(port, proc)
         await until(lambda: sim.policies() == [], limit=20)
         r = await asyncio.to_thread(

@@ -16,7 +16,7 @@ from broker.audit import Actor
 from broker.http import BROKER
 from broker.models import EndReason
 from protocols.instruction import Instruction, Parser
-from protocols.simulated_guacd import Mode, SimulatedGuacd, SimulatedGuacdOptions
+from protocols.simulated_guacd import Mode
 from tests.broker.apiclient import Api
 from tests.broker.viewer_support import (
     DISPLAY,
@@ -132,105 +132,91 @@ async def test_session_end_closes_stream_with_status(api, guacd, token, ending):
 
 
 async def test_ping_is_echoed_between_instructions_during_full_speed_replay(
-    broker_for, token, shared_dir
+    start_guacd, broker_for, token, shared_dir
 ):
-    server = SimulatedGuacd(
-        SimulatedGuacdOptions(
-            mode=Mode.REPLAY,
-            captures_dir=shared_dir / "guacd",
-            first_frame_delay=0.0,
-            replay_chunk=4093,
-        )
+    server = await start_guacd(
+        mode=Mode.REPLAY,
+        captures_dir=shared_dir / "guacd",
+        first_frame_delay=0.0,
+        replay_chunk=4093,
     )
-    await server.start(host="127.0.0.1", port=0)
-    try:
-        api = await broker_for(server.port)
-        launched = await launch(api, token())
-        ws = await open_tunnel(api, launched["session_id"], launched["viewer_token"])
-        await ws.receive_str(timeout=10)
-        capture = (shared_dir / "guacd" / CAPTURE_FILES[0]).read_bytes()
-        pings = [f"0.,4.ping,13.{1700000000000 + i};" for i in range(20)]
-        received = bytearray()
-        echoes: list[str] = []
-        sent = 0
-        async for msg in ws:
-            data = msg.data
-            if data.startswith("0.,4.ping,"):
-                echoes.append(data)
-                continue
-            assert whole_instructions(data)
-            received += data.encode()
-            if sent < len(pings) and len(received) > sent * 30000:
-                await ws.send_str(pings[sent])
-                sent += 1
-            if len(received) >= len(capture) and len(echoes) == sent:
-                break
-        assert echoes == pings[:sent] and sent >= 10
-        assert bytes(received[: len(capture)]) == capture
-        await ws.close()
-    finally:
-        await server.aclose()
+    api = await broker_for(server.port)
+    launched = await launch(api, token())
+    ws = await open_tunnel(api, launched["session_id"], launched["viewer_token"])
+    await ws.receive_str(timeout=10)
+    capture = (shared_dir / "guacd" / CAPTURE_FILES[0]).read_bytes()
+    pings = [f"0.,4.ping,13.{1700000000000 + i};" for i in range(20)]
+    received = bytearray()
+    echoes: list[str] = []
+    sent = 0
+    async for msg in ws:
+        data = msg.data
+        if data.startswith("0.,4.ping,"):
+            echoes.append(data)
+            continue
+        assert whole_instructions(data)
+        received += data.encode()
+        if sent < len(pings) and len(received) > sent * 30000:
+            await ws.send_str(pings[sent])
+            sent += 1
+        if len(received) >= len(capture) and len(echoes) == sent:
+            break
+    assert echoes == pings[:sent] and sent >= 10
+    assert bytes(received[: len(capture)]) == capture
+    await ws.close()
 
 
 @pytest.mark.parametrize("capture", CAPTURE_FILES)
-async def test_captures_pass_through_byte_identical(broker_for, token, shared_dir, capture):
+async def test_captures_pass_through_byte_identical(
+    start_guacd, broker_for, token, shared_dir, capture
+):
     protocol = capture.split("-")[0]
     workspace = {"vnc": "ws-vnc", "rdp": "ws-rdp", "ssh": "ws-ssh"}[protocol]
-    server = SimulatedGuacd(
-        SimulatedGuacdOptions(
-            mode=Mode.REPLAY,
-            captures_dir=shared_dir / "guacd",
-            first_frame_delay=0.0,
-            replay_chunk=1000,
-        )
+    server = await start_guacd(
+        mode=Mode.REPLAY,
+        captures_dir=shared_dir / "guacd",
+        first_frame_delay=0.0,
+        replay_chunk=1000,
     )
-    await server.start(host="127.0.0.1", port=0)
-    try:
-        api = await broker_for(server.port)
-        launched = await launch(api, token(), workspace)
-        ws = await open_tunnel(api, launched["session_id"], launched["viewer_token"])
-        await ws.receive_str(timeout=10)
-        expected = (GUACD_CAPTURES / capture).read_bytes()
-        received = bytearray()
-        frames = 0
-        while len(received) < len(expected):
-            msg = await ws.receive(timeout=10)
-            assert msg.type == aiohttp.WSMsgType.TEXT, msg
-            assert whole_instructions(msg.data)
-            received += msg.data.encode()
-            frames += 1
-        assert bytes(received[: len(expected)]) == expected
-        # Batched: far fewer frames than instructions.
-        assert frames < len(Parser().feed(expected)) / 3
-        await ws.close()
-    finally:
-        await server.aclose()
+    api = await broker_for(server.port)
+    launched = await launch(api, token(), workspace)
+    ws = await open_tunnel(api, launched["session_id"], launched["viewer_token"])
+    await ws.receive_str(timeout=10)
+    expected = (GUACD_CAPTURES / capture).read_bytes()
+    received = bytearray()
+    frames = 0
+    while len(received) < len(expected):
+        msg = await ws.receive(timeout=10)
+        assert msg.type == aiohttp.WSMsgType.TEXT, msg
+        assert whole_instructions(msg.data)
+        received += msg.data.encode()
+        frames += 1
+    assert bytes(received[: len(expected)]) == expected
+    # Batched: far fewer frames than instructions.
+    assert frames < len(Parser().feed(expected)) / 3
+    await ws.close()
 
 
-async def test_input_held_until_first_sync_so_vnc_never_crashes(broker_for, token):
-    server = SimulatedGuacd(SimulatedGuacdOptions(first_frame_delay=0.5))
-    await server.start(host="127.0.0.1", port=0)
-    try:
-        api = await broker_for(server.port)
-        launched = await launch(api, token())
-        ws = await open_tunnel(api, launched["session_id"], launched["viewer_token"])
-        await ws.receive_str(timeout=10)
-        # Like a browser whose user moves and clicks at once.
-        for x in range(10):
-            await ws.send_str(f"5.mouse,{len(str(x))}.{x},2.10;")
-        await ws.send_str("5.mouse,3.100,3.100,1.1;")
-        await ws.send_str("5.mouse,3.100,3.100,1.0;")
-        await read_until(ws, lambda f: "4.sync," in f)
-        await server.wait_for(
-            lambda: sum(1 for i in server.received if i.opcode == "mouse") >= 2, timeout=10
-        )
-        assert server.crashes == 0
-        # The click arrived: the desktop draws the orange square.
-        frames = await read_until(ws, lambda f: "4.sync," in f and "3.img," in f)
-        assert any("4.blob," in f for f in frames)
-        await ws.close()
-    finally:
-        await server.aclose()
+async def test_input_held_until_first_sync_so_vnc_never_crashes(start_guacd, broker_for, token):
+    server = await start_guacd(first_frame_delay=0.5)
+    api = await broker_for(server.port)
+    launched = await launch(api, token())
+    ws = await open_tunnel(api, launched["session_id"], launched["viewer_token"])
+    await ws.receive_str(timeout=10)
+    # Like a browser whose user moves and clicks at once.
+    for x in range(10):
+        await ws.send_str(f"5.mouse,{len(str(x))}.{x},2.10;")
+    await ws.send_str("5.mouse,3.100,3.100,1.1;")
+    await ws.send_str("5.mouse,3.100,3.100,1.0;")
+    await read_until(ws, lambda f: "4.sync," in f)
+    await server.wait_for(
+        lambda: sum(1 for i in server.received if i.opcode == "mouse") >= 2, timeout=10
+    )
+    assert server.crashes == 0
+    # The click arrived: the desktop draws the orange square.
+    frames = await read_until(ws, lambda f: "4.sync," in f and "3.img," in f)
+    assert any("4.blob," in f for f in frames)
+    await ws.close()
 
 
 async def test_internal_instructions_never_reach_guacd(api, guacd, token):
@@ -425,31 +411,27 @@ class Firehose:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-async def test_required_prompt_answers_reach_guacd_before_first_sync(broker_for, token):
-    server = SimulatedGuacd(
-        SimulatedGuacdOptions(first_frame_delay=0.0, ask_credentials=frozenset({"vnc"}))
-    )
-    await server.start(host="127.0.0.1", port=0)
-    try:
-        api = await broker_for(server.port)
-        launched = await launch(api, token())
-        ws = await open_tunnel(api, launched["session_id"], launched["viewer_token"])
-        frames = await read_until(ws, lambda f: "8.required," in f)
-        assert "8.username" in frames[-1] and "8.password" in frames[-1]
-        # A mouse move now would be held (no sync yet); the argv streams pass.
-        await ws.send_str("5.mouse,2.10,2.10,1.0;")
-        for index, (name, value) in enumerate([("username", "bob"), ("password", "pw;,é")]):
-            encoded = base64.b64encode(value.encode()).decode()
-            stream = str(index)
-            await ws.send_str(Instruction("argv", (stream, "text/plain", name)).encode())
-            await ws.send_str(Instruction("blob", (stream, encoded)).encode())
-            await ws.send_str(Instruction("end", (stream,)).encode())
-        await read_until(ws, lambda f: "4.sync," in f)
-        assert list(server.credentials_received) == [{"username": "bob", "password": "pw;,é"}]
-        assert server.crashes == 0
-        await ws.close()
-    finally:
-        await server.aclose()
+async def test_required_prompt_answers_reach_guacd_before_first_sync(
+    start_guacd, broker_for, token
+):
+    server = await start_guacd(first_frame_delay=0.0, ask_credentials=frozenset({"vnc"}))
+    api = await broker_for(server.port)
+    launched = await launch(api, token())
+    ws = await open_tunnel(api, launched["session_id"], launched["viewer_token"])
+    frames = await read_until(ws, lambda f: "8.required," in f)
+    assert "8.username" in frames[-1] and "8.password" in frames[-1]
+    # A mouse move now would be held (no sync yet); the argv streams pass.
+    await ws.send_str("5.mouse,2.10,2.10,1.0;")
+    for index, (name, value) in enumerate([("username", "bob"), ("password", "pw;,é")]):
+        encoded = base64.b64encode(value.encode()).decode()
+        stream = str(index)
+        await ws.send_str(Instruction("argv", (stream, "text/plain", name)).encode())
+        await ws.send_str(Instruction("blob", (stream, encoded)).encode())
+        await ws.send_str(Instruction("end", (stream,)).encode())
+    await read_until(ws, lambda f: "4.sync," in f)
+    assert list(server.credentials_received) == [{"username": "bob", "password": "pw;,é"}]
+    assert server.crashes == 0
+    await ws.close()
 
 
 async def test_clipboard_policy_reaches_guacd_and_the_viewer(api, guacd, token):

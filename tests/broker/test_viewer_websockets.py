@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.frames import CloseCode
 
 from protocols.instruction import Parser
-from protocols.simulated_guacd import Mode, SimulatedGuacd, SimulatedGuacdOptions
+from protocols.simulated_guacd import Mode
 from tests.broker.viewer_support import DISPLAY, launch
 
 pytestmark = pytest.mark.db
@@ -34,53 +34,47 @@ async def pings(ws: ClientConnection, count: int) -> None:
         await asyncio.sleep(0.5)
 
 
-async def test_like_guacamole_common_js(broker_for, token, shared_dir):
-    server = SimulatedGuacd(
-        SimulatedGuacdOptions(
-            mode=Mode.REPLAY,
-            captures_dir=shared_dir / "guacd",
-            first_frame_delay=0.0,
-            replay_pace=True,
-            replay_speed=4.0,
-        )
+async def test_like_guacamole_common_js(start_guacd, broker_for, token, shared_dir):
+    server = await start_guacd(
+        mode=Mode.REPLAY,
+        captures_dir=shared_dir / "guacd",
+        first_frame_delay=0.0,
+        replay_pace=True,
+        replay_speed=4.0,
     )
-    await server.start(host="127.0.0.1", port=0)
-    try:
-        api = await broker_for(server.port)
-        launched = await launch(api, token())
-        url = ws_url(api, launched["session_id"], launched["viewer_token"])
-        async with connect(url, subprotocols=["guacamole"], compression=None) as ws:
-            assert ws.subprotocol == "guacamole"
-            assert UUID.match(str(await ws.recv()))
-            pinger = asyncio.create_task(pings(ws, 4))
-            echoes, parser, instructions = 0, Parser(), 0
-            async with asyncio.timeout(20):
-                while echoes < 4:
-                    frame = await ws.recv()
-                    assert isinstance(frame, str)  # text frames only
-                    if frame.startswith("0.,4.ping,"):
-                        echoes += 1
-                        continue
-                    instructions += len(parser.feed(frame.encode()))
-                    assert parser.pending == 0  # every frame holds whole instructions
-            await pinger
-            assert instructions > 0
-            # The session ends through the API: the close reason is the status.
-            r = await api.post(
-                f"/api/sessions/{launched['session_id']}/disconnect", launched["viewer_token"]
-            )
-            assert r.status == 200
-            with pytest.raises(ConnectionClosed) as closed:
-                async with asyncio.timeout(10):
-                    while True:
-                        await ws.recv()
-            assert closed.value.rcvd is not None
-            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
-                CloseCode.NORMAL_CLOSURE,
-                "0",
-            )
-    finally:
-        await server.aclose()
+    api = await broker_for(server.port)
+    launched = await launch(api, token())
+    url = ws_url(api, launched["session_id"], launched["viewer_token"])
+    async with connect(url, subprotocols=["guacamole"], compression=None) as ws:
+        assert ws.subprotocol == "guacamole"
+        assert UUID.match(str(await ws.recv()))
+        pinger = asyncio.create_task(pings(ws, 4))
+        echoes, parser, instructions = 0, Parser(), 0
+        async with asyncio.timeout(20):
+            while echoes < 4:
+                frame = await ws.recv()
+                assert isinstance(frame, str)  # text frames only
+                if frame.startswith("0.,4.ping,"):
+                    echoes += 1
+                    continue
+                instructions += len(parser.feed(frame.encode()))
+                assert parser.pending == 0  # every frame holds whole instructions
+        await pinger
+        assert instructions > 0
+        # The session ends through the API: the close reason is the status.
+        r = await api.post(
+            f"/api/sessions/{launched['session_id']}/disconnect", launched["viewer_token"]
+        )
+        assert r.status == 200
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(10):
+                while True:
+                    await ws.recv()
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+            CloseCode.NORMAL_CLOSURE,
+            "0",
+        )
 
 
 async def test_refused_credential_reads_as_769(api_with_guacd, token):

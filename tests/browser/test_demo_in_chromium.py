@@ -9,7 +9,6 @@ import asyncio
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -20,6 +19,8 @@ from typing import Any
 import pytest
 import requests
 from playwright.async_api import Browser, Page, async_playwright
+
+from tests.processes import free_port
 
 pytestmark = [pytest.mark.browser]
 
@@ -45,12 +46,6 @@ class Demo:
     base: str
     token: str
     portal: str
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -68,14 +67,6 @@ class TcpProxy:
 
     async def restore(self) -> None:
         await self.start()
-
-
-@pytest.fixture
-async def guacd() -> AsyncIterator[SimulatedGuacd]:
-    server = SimulatedGuacd(SimulatedGuacdOptions(first_frame_delay=0.0))
-    await server.start(host="127.0.0.1", port=0)
-    yield server
-    await server.aclose()
 
 
 async def test_locked_sqlite_is_503_then_recovers(start_broker, make_settings, tmp_path, token):
