@@ -266,7 +266,11 @@ async def test_replicas_migrating_at_once_all_succeed(database_url):
                 proc.kill()
                 await proc.wait()
     failures = [
-        err.decode().strip().splitlines()[-1]
+        # The exception's own line, not SQLAlchemy's trailing "Background on this error".
+        next(
+            (line for line in reversed(err.decode().splitlines()) if "Error" in line),
+            err.decode()[-500:],
+        )
         for (_, err), proc in zip(results, procs, strict=True)
         if proc.returncode
     ]
