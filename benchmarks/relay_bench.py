@@ -7,7 +7,7 @@ Usage (from the repository root; `make bench-relay` runs it)::
 Three processes on loopback, so each one's CPU is its own:
 
 - a simulated guacd replaying a real guacd capture at full speed
-  (``python -m protocols.simulated_guacd --mode replay``);
+  (``python -m protocols.simulated.guacd --mode replay``);
 - the broker (``python -m broker serve``, SQLite, ``direct`` tunnel);
 - this script: launches one session and opens ``--viewers`` WebSocket
   tunnels at once, like guacamole-common-js (subprotocol, ping echo ignored),
@@ -90,7 +90,7 @@ async def view(http: aiohttp.ClientSession, url: str, expected: int) -> tuple[in
 
 
 def mint(base: str) -> str:
-    from broker.auth import mint_dev_token
+    from broker.core.auth import mint_dev_token
 
     return mint_dev_token(SECRET, issuer="bench", audience="bench", sub="bench", email="b@x")
 
@@ -121,7 +121,7 @@ def start(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], subprocess
         [
             sys.executable,
             "-m",
-            "protocols.simulated_guacd",
+            "protocols.simulated.guacd",
             "--port",
             str(guacd_port),
             "--mode",

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from broker.auth import mint_dev_token
 from broker.config import Settings, load_settings
-from broker.errors import ConfigError
-from broker.logs import AccessLogger, setup_logging
+from broker.core.auth import mint_dev_token
+from broker.core.errors import ConfigError
+from broker.web.logs import AccessLogger, setup_logging
 
 log = logging.getLogger("broker")
 
@@ -123,7 +123,7 @@ def token_command(args: argparse.Namespace) -> str:
 async def netbird_command(args: argparse.Namespace) -> int:
     from broker.app import default_provider
     from tunnels.base import TunnelError
-    from tunnels.netbird import NetBirdProvider
+    from tunnels.netbird.provider import NetBirdProvider
 
     settings = load_settings(args.config)
     if settings.tunnel.provider != "netbird" or settings.demo.enabled:
@@ -154,7 +154,7 @@ async def netbird_command(args: argparse.Namespace) -> int:
 
 
 def migrate_command(args: argparse.Namespace) -> int:
-    from broker.db import create_engine, migrate
+    from broker.core.db import create_engine, migrate
 
     settings = load_settings(args.config)
 
@@ -216,8 +216,8 @@ async def run_until_signalled(app: web.Application, settings: Settings) -> None:
     3. the rest are closed with SERVER_BUSY (viewers reconnect to another
        replica; their sessions stay active), then the server stops.
     """
-    from broker.http import BROKER
-    from broker.viewers import DRAINING
+    from broker.core.streams import DRAINING
+    from broker.web.http import BROKER
 
     runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False)
     await runner.setup()

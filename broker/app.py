@@ -15,14 +15,22 @@ from aiohttp import web
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker import api, guard, health, viewer, webproxy
-from broker.auth import Authenticator
-from broker.background import Periodic
 from broker.config import Settings
-from broker.db import DbSession, create_engine, migrate, session_factory
+from broker.core.auth import Authenticator
+from broker.core.background import Periodic
+from broker.core.db import DbSession, create_engine, migrate, session_factory
+from broker.core.events import EventBus
+from broker.core.models import Workspace, utcnow
+from broker.core.pgevents import PgEventBus
+from broker.core.reaper import reap_once
+from broker.core.reconciler import reconcile_once
+from broker.core.runtime import Broker
+from broker.core.sessions import SessionService
+from broker.core.streams import DRAINING
+from broker.core.workspaces import check_workspaces
 from broker.demo import demo_environment
-from broker.events import EventBus
-from broker.http import (
+from broker.web import api, apps, guard, health, viewer
+from broker.web.http import (
     BROKER,
     cors_middleware,
     errors_middleware,
@@ -30,18 +38,10 @@ from broker.http import (
     security_headers,
     unexpected_middleware,
 )
-from broker.metrics import Metrics
-from broker.models import Workspace, utcnow
-from broker.pgevents import PgEventBus
-from broker.reaper import reap_once
-from broker.reconciler import reconcile_once
-from broker.runtime import Broker
-from broker.sessions import SessionService
-from broker.viewers import DRAINING
-from broker.workspaces import check_workspaces
+from broker.web.metrics import Metrics
 from tunnels.base import TunnelProvider
 from tunnels.direct import DirectProvider
-from tunnels.netbird import NetBirdProvider, NetBirdSettings
+from tunnels.netbird.provider import NetBirdProvider, NetBirdSettings
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def create_app(
     app.on_response_prepare.append(security_headers)
     app.on_shutdown.append(_close_viewers)
     app.cleanup_ctx.append(_lifetime(settings, tunnels, provider_factory))
-    webproxy.install(app)
+    apps.install(app)
     guard.install(app, settings)
     return app
 

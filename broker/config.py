@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker.errors import ConfigError
-from broker.ratelimit import RateLimitSettings
+from broker.core.errors import ConfigError
+from broker.web.ratelimit import RateLimitSettings
 
 WORKSPACE_TYPES = ("html5", "rdp", "vnc", "ssh", "linux")
 GUACD_PROTOCOLS = ("rdp", "vnc", "ssh")

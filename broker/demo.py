@@ -20,10 +20,10 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from broker.config import Settings, WorkspaceConfig
-from protocols.simulated_guacd import SimulatedGuacd, SimulatedGuacdOptions
-from protocols.simulated_webapp import SimulatedWebApp
-from tunnels.simulated import SimulatedNetBird
-from tunnels.simulated_seed import demo_seed
+from protocols.simulated.guacd import SimulatedGuacd, SimulatedGuacdOptions
+from protocols.simulated.webapp import SimulatedWebApp
+from tunnels.simulated.seed import demo_seed
+from tunnels.simulated.server import SimulatedNetBird
 
 log = logging.getLogger(__name__)
 

@@ -48,10 +48,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from broker.auth import mint_dev_token  # noqa: E402
-from protocols.simulated_guacd import SimulatedGuacd, SimulatedGuacdOptions  # noqa: E402
-from tunnels.simulated import SimulatedNetBird  # noqa: E402
-from tunnels.simulated_seed import Seed, SeedPeer, SeedToken  # noqa: E402
+from broker.core.auth import mint_dev_token  # noqa: E402
+from protocols.simulated.guacd import SimulatedGuacd, SimulatedGuacdOptions  # noqa: E402
+from tunnels.simulated.server import SimulatedNetBird  # noqa: E402
+from tunnels.simulated.seed import Seed, SeedPeer, SeedToken  # noqa: E402
 
 SECRET = "chaos-secret-0123456789-abcdefghijklmnop"
 PAT = "nbp_" + "chaosBroker".ljust(36, "0")

@@ -76,7 +76,7 @@ def free_port() -> int:
 
 async def serve_guacd(port: int, max_connections: int) -> None:
     sys.path.insert(0, str(ROOT))
-    from protocols.simulated_guacd import SimulatedGuacd, SimulatedGuacdOptions
+    from protocols.simulated.guacd import SimulatedGuacd, SimulatedGuacdOptions
 
     options = SimulatedGuacdOptions(
         first_frame_delay=0.05, idle_sync_interval=1.0, max_connections=max_connections

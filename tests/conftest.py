@@ -17,9 +17,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from broker.app import create_app
-from broker.auth import mint_dev_token
 from broker.config import Settings, load_settings
-from protocols.simulated_guacd import SimulatedGuacd, SimulatedGuacdOptions
+from broker.core.auth import mint_dev_token
+from protocols.simulated.guacd import SimulatedGuacd, SimulatedGuacdOptions
 from tests.broker.apiclient import Api
 from tests.broker.viewer_support import WORKSPACES
 from tunnels.base import TunnelProvider

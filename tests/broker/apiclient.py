@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 
-from broker.openapi import openapi_document
+from broker.web.openapi import openapi_document
 
 
 @cache

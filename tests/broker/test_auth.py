@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-import broker.keys
+import broker.core.keys
 from tests.conftest import AUDIENCE, ISSUER, TEST_SECRET, auth
 
 pytestmark = pytest.mark.db
@@ -341,7 +341,7 @@ class Jwks:
 
 
 class Clock:
-    """Stands in for ``time`` inside `broker.keys`, so cache ages are set, not slept."""
+    """Stands in for ``time`` inside `broker.core.keys`, so cache ages are set, not slept."""
 
     def __init__(self, now: float) -> None:
         self.now = now
@@ -367,7 +367,7 @@ async def jwks() -> AsyncIterator[Jwks]:
 @pytest.fixture
 def clock(monkeypatch) -> Clock:
     fake = Clock(100_000.0)
-    monkeypatch.setattr(broker.keys, "time", fake)
+    monkeypatch.setattr(broker.core.keys, "time", fake)
     return fake
 
 

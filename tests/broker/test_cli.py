@@ -19,9 +19,9 @@ import jwt
 import pytest
 from alembic.script import ScriptDirectory
 
-from broker.auth import Authenticator
 from broker.config import load_settings
-from broker.db import alembic_config, create_engine, current_revision
+from broker.core.auth import Authenticator
+from broker.core.db import alembic_config, create_engine, current_revision
 from tests.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]

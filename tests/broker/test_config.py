@@ -22,7 +22,7 @@ from broker.config import (
     load_settings,
     workspace_password,
 )
-from broker.errors import ConfigError
+from broker.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET_ENV = {"BROKER_AUTH_HS256_SECRET": "env-secret-0123456789"}

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from broker.config import LimitSettings
-from broker.http import BROKER
-from broker.models import EndReason
-from broker.reaper import due_reason, reap_once
+from broker.core.models import EndReason
+from broker.core.reaper import due_reason, reap_once
+from broker.web.http import BROKER
 from tests.broker.apiclient import Api
 from tests.broker.viewer_support import WORKSPACES, finish, open_tunnel, read_until
 

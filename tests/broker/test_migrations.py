@@ -23,8 +23,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker.db import alembic_config, create_engine, current_revision, migrate, session_factory
-from broker.models import Base, Session, SessionStatus, Workspace, utcnow
+from broker.core.db import alembic_config, create_engine, current_revision, migrate, session_factory
+from broker.core.models import Base, Session, SessionStatus, Workspace, utcnow
 
 pytestmark = pytest.mark.db
 
@@ -214,7 +214,7 @@ async def test_sqlite_file_directory_is_created(tmp_path, database_url):
 RACER = textwrap.dedent(
     """
     import asyncio, sys
-    from broker.db import create_engine, migrate
+    from broker.core.db import create_engine, migrate
 
     async def run(url):
         engine = create_engine(url)

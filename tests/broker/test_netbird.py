@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 import requests
 
-from broker.audit import Actor
-from broker.http import BROKER
-from broker.models import EndReason
-from broker.reconciler import reconcile_once
+from broker.core.audit import Actor
+from broker.core.models import EndReason
+from broker.core.reconciler import reconcile_once
+from broker.web.http import BROKER
 from tests.broker.apiclient import Api
 from tests.conftest import AUDIENCE, ISSUER, TEST_SECRET
 from tests.processes import free_port, start_broker_process, wait_ready
-from tunnels.simulated import SimulatedNetBird
-from tunnels.simulated_seed import Seed, SeedPeer, SeedToken
+from tunnels.simulated.seed import Seed, SeedPeer, SeedToken
+from tunnels.simulated.server import SimulatedNetBird
 
 pytestmark = pytest.mark.db
 

@@ -12,11 +12,11 @@ import time
 import aiohttp
 import pytest
 
-from broker.audit import Actor
-from broker.http import BROKER
-from broker.models import EndReason
+from broker.core.audit import Actor
+from broker.core.models import EndReason
+from broker.web.http import BROKER
 from protocols.instruction import Instruction, Parser
-from protocols.simulated_guacd import Mode
+from protocols.simulated.guacd import Mode
 from tests.broker.apiclient import Api
 from tests.broker.viewer_support import (
     DISPLAY,

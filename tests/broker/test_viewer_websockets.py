@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.frames import CloseCode
 
 from protocols.instruction import Parser
-from protocols.simulated_guacd import Mode
+from protocols.simulated.guacd import Mode
 from tests.broker.viewer_support import DISPLAY, launch
 
 pytestmark = pytest.mark.db

@@ -29,10 +29,10 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import update
 
 from broker.config import Settings
-from broker.http import BROKER
-from broker.models import Session
-from broker.webproxy import app_entry_url
-from protocols.simulated_webapp import BIG_DEFAULT_SIZE, SimulatedWebApp, big_body
+from broker.core.models import Session
+from broker.web.apps import app_entry_url
+from broker.web.http import BROKER
+from protocols.simulated.webapp import BIG_DEFAULT_SIZE, SimulatedWebApp, big_body
 from tests.broker.apiclient import Api
 from tests.conftest import auth
 from tests.localhost import LocalhostResolver

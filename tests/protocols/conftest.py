@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from protocols.simulated_guacd import SimulatedGuacd, SimulatedGuacdOptions
+from protocols.simulated.guacd import SimulatedGuacd, SimulatedGuacdOptions
 
 # shared/ sits beside the repository (in CI, beside the fresh clone).
 GUACD_CAPTURES = Path(__file__).resolve().parents[2].parent / "shared" / "guacd"

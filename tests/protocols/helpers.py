@@ -12,7 +12,7 @@ from protocols.guacd import ConnectionRequest, GuacdTimeouts
 from protocols.guacd_args import RemoteProtocol
 from protocols.instruction import Instruction, Parser
 from protocols.parameters import Credentials, build_parameters
-from protocols.png import RGB, decode_png
+from protocols.simulated.png import RGB, decode_png
 
 PASSWORD = "s3cret-pw-never-shown"
 FAST = GuacdTimeouts(connect=2.0, write=2.0, reply=2.0)

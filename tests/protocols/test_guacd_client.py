@@ -25,8 +25,8 @@ from protocols.guacd import (
 )
 from protocols.guacd_args import GUACD_1_5_5_ARGS, RemoteProtocol
 from protocols.instruction import BoundaryScanner, Instruction
-from protocols.simulated_desktop import BACKGROUND, LEFT_CLICK, MARKER_COLOURS
-from protocols.simulated_guacd import Failure, SimulatedGuacd
+from protocols.simulated.desktop import BACKGROUND, LEFT_CLICK, MARKER_COLOURS
+from protocols.simulated.guacd import Failure, SimulatedGuacd
 from protocols.status import GuacamoleStatus
 from tests.protocols.helpers import FAST, PASSWORD, Canvas, StreamView, request_for
 

@@ -19,9 +19,9 @@ from guacamole.exceptions import InvalidInstruction
 from guacamole.instruction import GuacamoleInstruction
 
 from protocols.instruction import Instruction, Parser
-from protocols.png import decode_png
-from protocols.simulated_desktop import BACKGROUND
-from protocols.simulated_guacd import SimulatedGuacd
+from protocols.simulated.desktop import BACKGROUND
+from protocols.simulated.guacd import SimulatedGuacd
+from protocols.simulated.png import decode_png
 
 
 class _CaptureSocket:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from protocols.simulated_desktop import (
+from protocols.simulated.desktop import (
     BACKGROUND,
     LEFT_CLICK,
     MARKER_COLOURS,

@@ -21,7 +21,7 @@ from protocols.errors import GuacdUnreachable, NoGuacdAvailable
 from protocols.guacd import GuacdClient, GuacdEndpoint
 from protocols.guacd_args import GUACD_1_5_5_ARGS, RemoteProtocol
 from protocols.instruction import Instruction, encode_instructions
-from protocols.simulated_guacd import SimulatedGuacd
+from protocols.simulated.guacd import SimulatedGuacd
 from protocols.stream import read_instruction
 from tests.protocols.helpers import FAST, StreamView, request_for
 
@@ -144,7 +144,7 @@ async def test_command_line_server_serves_and_stops_on_sigterm() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "protocols.simulated_guacd",
+        "protocols.simulated.guacd",
         "--host",
         "127.0.0.1",
         "--port",

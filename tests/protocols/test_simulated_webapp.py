@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType
 
-from protocols.simulated_webapp import BIG_DEFAULT_SIZE, SimulatedWebApp, big_body
+from protocols.simulated.webapp import BIG_DEFAULT_SIZE, SimulatedWebApp, big_body
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from protocols.instruction import Instruction
-from protocols.simulated_guacd import Failure, SimulatedGuacd
+from protocols.simulated.guacd import Failure, SimulatedGuacd
 from protocols.stream import read_instruction
 
 TRANSCRIPTS = (

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from protocols.simulated_guacd import SimulatedGuacd, SimulatedGuacdOptions
+from protocols.simulated.guacd import SimulatedGuacd, SimulatedGuacdOptions
 from tests.broker.apiclient import Api
 from tests.broker.viewer_support import WORKSPACES, finish, open_tunnel, read_until
 from tests.conftest import PG_URL

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from broker.http import BROKER
+from broker.web.http import BROKER
 from tests.broker.apiclient import Api
 from tests.broker.viewer_support import WORKSPACES, finish, launch, open_tunnel, read_until
 

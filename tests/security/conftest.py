@@ -16,9 +16,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from broker.config import Settings
-from broker.webproxy import app_entry_url
-from protocols.simulated_guacd import SimulatedGuacd, SimulatedGuacdOptions
-from protocols.simulated_webapp import SimulatedWebApp
+from broker.web.apps import app_entry_url
+from protocols.simulated.guacd import SimulatedGuacd, SimulatedGuacdOptions
+from protocols.simulated.webapp import SimulatedWebApp
 from tests.broker.apiclient import Api
 from tests.localhost import LocalhostResolver
 

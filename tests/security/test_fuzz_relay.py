@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker.relay import MAX_BROWSER_MESSAGE
+from broker.web.relay import MAX_BROWSER_MESSAGE
 from protocols.errors import InstructionError
 from protocols.instruction import Instruction, Parser, parse_instruction
 from protocols.status import GuacamoleStatus

@@ -19,14 +19,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from broker.app import create_app
-from broker.logs import AccessLogger
-from protocols.simulated_guacd import SimulatedGuacd
-from protocols.simulated_webapp import SimulatedWebApp
+from broker.web.logs import AccessLogger
+from protocols.simulated.guacd import SimulatedGuacd
+from protocols.simulated.webapp import SimulatedWebApp
 from tests.broker.apiclient import Api
 from tests.conftest import TEST_SECRET, auth
 from tests.security.conftest import DISPLAY, LocalhostResolver
-from tunnels.simulated import SimulatedNetBird
-from tunnels.simulated_seed import Seed, SeedPeer, SeedToken
+from tunnels.simulated.seed import Seed, SeedPeer, SeedToken
+from tunnels.simulated.server import SimulatedNetBird
 
 pytestmark = pytest.mark.db
 

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 
-from broker.errors import ConfigError
-from broker.ratelimit import Bucket, RateLimitSettings, retry_after
+from broker.core.errors import ConfigError
+from broker.web.ratelimit import Bucket, RateLimitSettings, retry_after
 from tests.conftest import auth
 from tests.security.conftest import Env
 

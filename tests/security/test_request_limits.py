@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from broker.guard import max_header_bytes
+from broker.web.guard import max_header_bytes
 from tests.conftest import auth
 from tests.security.conftest import Env
 

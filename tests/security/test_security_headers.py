@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from broker.viewer import STATIC
+from broker.web.viewer import STATIC
 from tests.security.conftest import Env
 
 pytestmark = pytest.mark.db

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 
-from broker.origin import OriginPolicy, addressed_origin, parse_origin
+from broker.web.origins import OriginPolicy, addressed_origin, parse_origin
 from tests.security.conftest import Env
 
 pytestmark = pytest.mark.db

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from tunnels.netbird import NetBirdProvider, NetBirdSettings
-from tunnels.simulated import SimulatedNetBird
-from tunnels.simulated_seed import Seed, SeedPeer, SeedToken
+from tunnels.netbird.provider import NetBirdProvider, NetBirdSettings
+from tunnels.simulated.seed import Seed, SeedPeer, SeedToken
+from tunnels.simulated.server import SimulatedNetBird
 
 
 def pat(label: str) -> str:

@@ -11,9 +11,9 @@ import pytest
 
 from tests.tunnels.conftest import NETWORK_ADMIN, USER, new_session_id, provider_with
 from tunnels.base import Target, TunnelConfigError, TunnelUnavailable
-from tunnels.netbird import NetBirdProvider, NetBirdSettings
-from tunnels.simulated import SimulatedNetBird
-from tunnels.simulated_faults import FaultKind
+from tunnels.netbird.provider import NetBirdProvider, NetBirdSettings
+from tunnels.simulated.faults import FaultKind
+from tunnels.simulated.server import SimulatedNetBird
 
 TARGET = Target("ws-linux-desktop", "10.0.0.1", 3389, peer="ws-linux")
 

@@ -8,8 +8,8 @@ import pytest
 
 from tests.tunnels.conftest import WORKSPACE_IP, new_session_id, provider_with
 from tunnels.base import Target, TunnelConfigError, TunnelRejected, TunnelStatus, TunnelUnavailable
-from tunnels.netbird import NetBirdProvider, NetBirdSettings
-from tunnels.simulated import SimulatedNetBird
+from tunnels.netbird.provider import NetBirdProvider, NetBirdSettings
+from tunnels.simulated.server import SimulatedNetBird
 
 
 def target(peer: str | None = "ws-linux", port: int = 3389, probe: bool = False) -> Target:

@@ -6,10 +6,10 @@ import pytest
 
 from tests.tunnels.conftest import ADMIN, NETWORK_ADMIN, USER, provider_with
 from tunnels.base import Health, TunnelConfigError, TunnelUnavailable
-from tunnels.netbird import NetBirdProvider, NetBirdSettings
-from tunnels.simulated import SimulatedNetBird
-from tunnels.simulated_faults import FaultKind
-from tunnels.simulated_seed import Seed
+from tunnels.netbird.provider import NetBirdProvider, NetBirdSettings
+from tunnels.simulated.faults import FaultKind
+from tunnels.simulated.seed import Seed
+from tunnels.simulated.server import SimulatedNetBird
 
 
 def by_name(health: Health) -> dict[str, tuple[bool, str | None]]:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tunnels.netbird import NetBirdSettings
-from tunnels.netbird_models import (
+from tunnels.netbird.models import (
     CurrentUser,
     Group,
     GroupRef,
@@ -15,6 +14,7 @@ from tunnels.netbird_models import (
     policy_name,
     session_of,
 )
+from tunnels.netbird.provider import NetBirdSettings
 from tunnels.probe import ProbeSettings, probe_tcp
 
 SID = "0d5b1bcf-2f4e-4c86-9b1b-8e1a4fb3f7a1"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from tests.tunnels.conftest import ADMIN, new_session_id, provider_with
 from tunnels.base import Target
-from tunnels.netbird import NetBirdProvider, NetBirdSettings
+from tunnels.netbird.provider import NetBirdProvider, NetBirdSettings
 from tunnels.reconcile import reconcile
-from tunnels.simulated import SimulatedNetBird
-from tunnels.simulated_faults import FaultKind
+from tunnels.simulated.faults import FaultKind
+from tunnels.simulated.server import SimulatedNetBird
 
 
 def template(path: str) -> str:

@@ -7,10 +7,10 @@ from collections.abc import Collection
 
 from tests.tunnels.conftest import new_session_id
 from tunnels.base import Target
-from tunnels.netbird import NetBirdProvider, NetBirdSettings
+from tunnels.netbird.provider import NetBirdProvider, NetBirdSettings
 from tunnels.reconcile import reconcile
-from tunnels.simulated import SimulatedNetBird
-from tunnels.simulated_faults import FaultKind
+from tunnels.simulated.faults import FaultKind
+from tunnels.simulated.server import SimulatedNetBird
 
 TARGET = Target("ws-linux-desktop", "10.0.0.1", 3389, peer="ws-linux")
 

@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 
 from tests.tunnels.conftest import ADMIN, NETWORK_ADMIN, USER
-from tunnels.simulated import SimulatedNetBird
-from tunnels.simulated_seed import Seed
-from tunnels.simulated_spec import check_response, load_spec
+from tunnels.simulated.seed import Seed
+from tunnels.simulated.server import SimulatedNetBird
+from tunnels.simulated.spec import check_response, load_spec
 
 XID = re.compile(r"[0-9a-v]{20}")
 

@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 
 from tests.tunnels.conftest import NETWORK_ADMIN
-from tunnels.simulated import SimulatedNetBird
-from tunnels.simulated_faults import Fault, FaultKind, FaultPlan
-from tunnels.simulated_seed import Seed
+from tunnels.simulated.faults import Fault, FaultKind, FaultPlan
+from tunnels.simulated.seed import Seed
+from tunnels.simulated.server import SimulatedNetBird
 
 HEADERS = {"Authorization": f"Token {NETWORK_ADMIN}"}
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tunnels.simulated import SimulatedNetBird
-from tunnels.simulated_seed import DEFAULT_TOKEN, Seed, SeedPeer, demo_seed
+from tunnels.simulated.seed import DEFAULT_TOKEN, Seed, SeedPeer, demo_seed
+from tunnels.simulated.server import SimulatedNetBird
 
 
 def test_overlay_addresses_outside_loopback_are_refused() -> None:
@@ -66,7 +66,7 @@ async def test_runs_as_a_program(tmp_path: Path) -> None:
     seed = tmp_path / "seed.json"
     seed.write_text(json.dumps({"workspaces": [{"name": "ws-1", "ip": "127.64.0.10"}]}))
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tunnels.simulated", "--host", "127.0.0.1", "--port", "0",
+        sys.executable, "-m", "tunnels.simulated.server", "--host", "127.0.0.1", "--port", "0",
         "--seed", str(seed),
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip

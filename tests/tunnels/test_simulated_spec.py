@@ -10,8 +10,8 @@ import yaml  # type: ignore[import-untyped]
 from openapi_spec_validator import validate
 
 from tests.tunnels.conftest import NETWORK_ADMIN
-from tunnels.netbird_models import grant_policy_body
-from tunnels.simulated_spec import SPEC_PATH, check_request, load_spec, patch_spec
+from tunnels.netbird.models import grant_policy_body
+from tunnels.simulated.spec import SPEC_PATH, check_request, load_spec, patch_spec
 
 AUTH = {"Authorization": f"Token {NETWORK_ADMIN}"}
 SID = "0d5b1bcf-2f4e-4c86-9b1b-8e1a4fb3f7a1"

@@ -1,0 +1,100 @@
+"""The audit log: who did what to which session, when, and from where.
+
+Rows are written in the same transaction as the state change they record
+(`record` only adds to the caller's transaction) and are never updated or
+deleted by the application. Details must never hold secrets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select
+
+from broker.core.db import DbSession
+from broker.core.models import AuditEvent
+
+
+class Action(StrEnum):
+    LAUNCH_WORKSPACE = "launch_workspace"
+    LAUNCH_FAILED = "launch_failed"
+    DISCONNECT_SESSION = "disconnect_session"
+    STOP_WORKSPACE = "stop_workspace"
+    END_SESSION = "end_session"
+    TUNNEL_GRANTED = "tunnel_granted"
+    REVOKE_TUNNEL = "revoke_tunnel"
+    TUNNEL_FAILED = "tunnel_failed"
+    OPEN_APP = "open_app"  # an HTML5 session's viewer token traded for the app cookie
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who acts: a user (with the address they called from) or the system."""
+
+    user_id: str | None
+    email: str | None
+    client_ip: str | None = None
+
+    @classmethod
+    def system(cls) -> Actor:
+        return cls(None, None, None)
+
+
+def record(
+    db: DbSession,
+    action: Action,
+    actor: Actor,
+    at: datetime,
+    *,
+    session_id: str | None = None,
+    workspace_id: str | None = None,
+    **details: Any,
+) -> None:
+    db.add(
+        AuditEvent(
+            at=at,
+            action=str(action),
+            user_id=actor.user_id,
+            user_email=actor.email,
+            client_ip=actor.client_ip,
+            session_id=session_id,
+            workspace_id=workspace_id,
+            details=details,
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    user: str | None = None
+    user_id: str | None = None
+    action: str | None = None
+    session_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    before_id: int | None = None
+    limit: int = 100
+
+
+async def query(db: DbSession, q: AuditQuery) -> list[AuditEvent]:
+    """Newest first. ``user`` matches the user id or the email."""
+    stmt = select(AuditEvent)
+    if q.user is not None:
+        stmt = stmt.where((AuditEvent.user_id == q.user) | (AuditEvent.user_email == q.user))
+    if q.user_id is not None:
+        stmt = stmt.where(AuditEvent.user_id == q.user_id)
+    if q.action is not None:
+        stmt = stmt.where(AuditEvent.action == q.action)
+    if q.session_id is not None:
+        stmt = stmt.where(AuditEvent.session_id == q.session_id)
+    if q.since is not None:
+        stmt = stmt.where(AuditEvent.at >= q.since)
+    if q.until is not None:
+        stmt = stmt.where(AuditEvent.at < q.until)
+    if q.before_id is not None:
+        stmt = stmt.where(AuditEvent.id < q.before_id)
+    stmt = stmt.order_by(AuditEvent.id.desc()).limit(q.limit)
+    return list((await db.scalars(stmt)).all())

@@ -1,0 +1,106 @@
+"""The reaper: ends sessions past their limits, and keeps this replica's viewer
+streams in step with the database.
+
+Limits (per workspace, with global defaults; 0 or negative: none):
+
+- maximum duration since launch  -> ``max_duration`` (status ``disconnected``);
+- no viewer attached for N s     -> ``idle_timeout``;
+- no user input for N s          -> ``idle_timeout``.
+
+Every pass is safe with several replicas running it: ending is a conditional
+update, so each due session is ended once, by whichever replica gets there
+first, and its viewers close with SESSION_TIMEOUT wherever they are. A pass
+that fails (database briefly unavailable) is simply retried at the next
+interval, so no session outlives its deadline by more than about one interval.
+
+The viewer sweep (each pass) marks the sessions whose streams this replica
+holds as watched (the idle-without-viewer clock) and closes streams whose
+session ended elsewhere, so a lost notification delays a close by one
+interval, never forever.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from broker.config import LimitSettings, Settings, effective_limit
+from broker.core.audit import Actor
+from broker.core.models import EndReason, utcnow
+from broker.core.sessions import SessionService
+from broker.core.streams import ViewerRegistry, ending_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    session_id: str
+    reason: EndReason
+    why: str
+
+
+def due_reason(
+    limits: LimitSettings,
+    overrides: tuple[int, int, int],
+    now: datetime,
+    started: datetime,
+    last_input: datetime,
+    last_viewer: datetime,
+) -> tuple[EndReason, str] | None:
+    """Which limit a session has passed, if any (pure)."""
+    max_session, no_viewer, no_input = (
+        effective_limit(overrides[0], limits.max_session_seconds),
+        effective_limit(overrides[1], limits.idle_no_viewer_seconds),
+        effective_limit(overrides[2], limits.idle_no_input_seconds),
+    )
+    if max_session and (now - started).total_seconds() >= max_session:
+        return EndReason.MAX_DURATION, f"reached the maximum duration of {max_session} s"
+    if no_viewer and (now - last_viewer).total_seconds() >= no_viewer:
+        return EndReason.IDLE_TIMEOUT, f"no viewer attached for {no_viewer} s"
+    if no_input and (now - last_input).total_seconds() >= no_input:
+        return EndReason.IDLE_TIMEOUT, f"no input for {no_input} s"
+    return None
+
+
+async def due_sessions(sessions: SessionService, settings: Settings, now: datetime) -> list[Due]:
+    due = []
+    for sid, workspace_id, started, last_input, last_viewer in await sessions.active_timings():
+        ws = settings.workspace(workspace_id)
+        overrides = (
+            (ws.max_session_seconds, ws.idle_no_viewer_seconds, ws.idle_no_input_seconds)
+            if ws is not None
+            else (0, 0, 0)
+        )
+        found = due_reason(settings.limits, overrides, now, started, last_input, last_viewer)
+        if found is not None:
+            due.append(Due(sid, *found))
+    return due
+
+
+async def reap_once(
+    sessions: SessionService,
+    settings: Settings,
+    viewers: ViewerRegistry,
+    now: datetime | None = None,
+) -> list[Due]:
+    """One pass: sweep this replica's viewers, then end every due session.
+    ``now`` is for tests; the default is the current time."""
+    now = now or utcnow()
+    await sweep_viewers(sessions, viewers, now)
+    ended = []
+    for item in await due_sessions(sessions, settings, now):
+        if await sessions.end(item.session_id, item.reason, Actor.system(), limit=item.why):
+            log.info("session %s ended: %s", item.session_id, item.why)
+            ended.append(item)
+    return ended
+
+
+async def sweep_viewers(sessions: SessionService, viewers: ViewerRegistry, now: datetime) -> None:
+    held = viewers.session_ids()
+    if not held:
+        return
+    await sessions.touch_viewers(held, at=now)
+    for session_id, reason in (await sessions.end_reasons(held)).items():
+        viewers.end_session(session_id, ending_for(reason))

@@ -1,0 +1,745 @@
+"""The session state machine: launch, end, and the network grant that lives exactly
+as long as a session.
+
+Rules this module keeps (and the tests check):
+
+- Every state change is one conditional ``UPDATE ... WHERE status = 'active'``
+  with its audit row in the same transaction; zero rows means someone else
+  won, never a silent overwrite.
+- Slow network work (the tunnel grant and revoke) happens outside any
+  transaction and is idempotent.
+- A launch whose grant fails leaves no active session: the row is ended
+  ``terminated``/``launch_failed`` and a ``launch_failed`` audit row says why.
+- A grant whose revoke fails is retried from the database
+  (``status != 'active' AND revoked = false``), so a restart loses nothing.
+
+No HTTP here: callers translate the `broker.errors` raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+import uuid
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from broker.config import Settings, WorkspaceConfig
+from broker.core import audit
+from broker.core.audit import Action, Actor
+from broker.core.auth import Principal
+from broker.core.db import DbSession
+from broker.core.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+    Unavailable,
+    UpstreamFailed,
+)
+from broker.core.events import EventBus, SessionEnded
+from broker.core.models import AppCookie, EndReason, Session, SessionStatus, ViewerToken, utcnow
+from tunnels.base import Grant, Target, TunnelError, TunnelProvider, TunnelStatus
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_IP = "10.0.0.1"
+SESSION_NOT_FOUND = "Session not found"
+
+ACTION_FOR_REASON = {
+    EndReason.USER_DISCONNECT: Action.DISCONNECT_SESSION,
+    EndReason.WORKSPACE_STOP: Action.STOP_WORKSPACE,
+    EndReason.LAUNCH_FAILED: Action.LAUNCH_FAILED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Launched:
+    session: Session
+    viewer_token: str
+    created: bool
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def looks_like_session_id(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value.lower() and len(value) == 36
+    except ValueError:
+        return False
+
+
+class SessionService:
+    """The one place where sessions change state."""
+
+    def __init__(
+        self,
+        db: async_sessionmaker[DbSession],
+        settings: Settings,
+        tunnels: TunnelProvider,
+        events: EventBus,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        on_launch: Callable[[str], None] = lambda outcome: None,
+        on_end: Callable[[str], None] = lambda reason: None,
+    ) -> None:
+        self._db = db
+        self._settings = settings
+        self._tunnels = tunnels
+        self._events = events
+        self._clock = clock
+        self._background: set[asyncio.Task[None]] = set()
+        self._on_launch = on_launch
+        self._on_end = on_end
+
+    # -- queries -----------------------------------------------------------
+
+    async def list_for_user(
+        self, user_id: str, *, limit: int = 100, before: str | None = None
+    ) -> list[Session]:
+        return await self.query(user_id=user_id, limit=limit, before=before)
+
+    async def query(
+        self,
+        *,
+        user_id: str | None = None,
+        user: str | None = None,
+        status: str | None = None,
+        workspace_id: str | None = None,
+        limit: int = 100,
+        before: str | None = None,
+    ) -> list[Session]:
+        """Newest first; ``before`` is a session id to page back from."""
+        stmt = select(Session)
+        if user_id is not None:
+            stmt = stmt.where(Session.user_id == user_id)
+        if user is not None:
+            stmt = stmt.where((Session.user_id == user) | (Session.user_email == user))
+        if status is not None:
+            stmt = stmt.where(Session.status == status)
+        if workspace_id is not None:
+            stmt = stmt.where(Session.workspace_id == workspace_id)
+        async with self._db() as db:
+            if before is not None:
+                anchor = await db.get(Session, before) if looks_like_session_id(before) else None
+                if anchor is None or (user_id is not None and anchor.user_id != user_id):
+                    raise NotFound("Session given in 'before' not found")
+                stmt = stmt.where(
+                    (Session.started_at < anchor.started_at)
+                    | ((Session.started_at == anchor.started_at) & (Session.id < anchor.id))
+                )
+            stmt = stmt.order_by(Session.started_at.desc(), Session.id.desc()).limit(limit)
+            return list((await db.scalars(stmt)).all())
+
+    async def get_for_user(self, user_id: str, session_id: str) -> Session:
+        """The caller's own session; anything else is `NotFound` (never 403)."""
+        session = await self.get(session_id)
+        if session is None or session.user_id != user_id:
+            raise NotFound(SESSION_NOT_FOUND)
+        return session
+
+    async def get(self, session_id: str) -> Session | None:
+        if not looks_like_session_id(session_id):
+            return None
+        async with self._db() as db:
+            return await db.get(Session, session_id)
+
+    async def active_workspace_ids(self) -> set[str]:
+        async with self._db() as db:
+            rows = await db.scalars(
+                select(Session.workspace_id).where(Session.status == SessionStatus.ACTIVE)
+            )
+            return set(rows.all())
+
+    async def count_by_status(self) -> dict[str, int]:
+        async with self._db() as db:
+            rows = await db.execute(select(Session.status, func.count()).group_by(Session.status))
+            return {str(status): int(count) for status, count in rows.all()}
+
+    async def session_of_viewer_token(self, token: str) -> Session | None:
+        """The session a viewer token was issued for, active or not; None for an
+        unknown token."""
+        async with self._db() as db:
+            row = await db.get(ViewerToken, hash_token(token))
+            if row is None:
+                return None
+            session = await db.get(Session, row.session_id)
+        if session is None or session.user_id != row.user_id:
+            return None
+        return session
+
+    def note_activity(self, session_id: str) -> None:
+        """Record user input on a session (for idle limits), in the background;
+        callers throttle it. A failed write only delays the idle clock."""
+        task = asyncio.get_running_loop().create_task(self._touch(session_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _touch(self, session_id: str) -> None:
+        try:
+            async with self._db() as db, db.begin():
+                await db.execute(
+                    update(Session)
+                    .where(Session.id == session_id, Session.status == SessionStatus.ACTIVE)
+                    .values(last_activity_at=self._clock())
+                )
+        except Exception as exc:
+            log.warning("could not record activity of %s: %s", session_id, type(exc).__name__)
+
+    async def background_written(self) -> None:
+        """Return once the background writes started so far are done (at most 5 s)."""
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=5)
+
+    async def aclose(self) -> None:
+        await self.background_written()
+
+    async def session_for_viewer_token(self, token: str) -> Session:
+        """The active session a viewer token belongs to; `Unauthorized` otherwise
+        (unknown token, or its session has ended: tokens die with their session)."""
+        session = await self.session_of_viewer_token(token)
+        if session is None or session.status != SessionStatus.ACTIVE:
+            raise Unauthorized("Invalid or expired viewer token")
+        return session
+
+    async def exchange_viewer_token(
+        self, token: str, session_id: str, cookie: str, *, client_ip: str | None = None
+    ) -> Session:
+        """Trade ``token``, the viewer token of the html5 session ``session_id``,
+        for the app cookie ``cookie`` (stored hashed, bound to the session and
+        its user). A token is exchanged once; a second try is `Unauthorized`
+        with code ``token_used``. Also `Unauthorized`: an unknown token, one of
+        another session, an ended session; `Forbidden`: not an html5 workspace."""
+        now = self._clock()
+        async with self._db() as db, db.begin():
+            row = await db.get(ViewerToken, hash_token(token))
+            session = await db.get(Session, row.session_id) if row else None
+            if (
+                row is None
+                or session is None
+                or session.id != session_id
+                or session.status != SessionStatus.ACTIVE
+                or session.user_id != row.user_id
+            ):
+                raise Unauthorized("Invalid or expired viewer token")
+            if session.workspace_type != "html5":
+                raise Forbidden("This session's workspace is not an HTML5 web app")
+            won = await db.scalar(
+                update(ViewerToken)
+                .where(ViewerToken.token_hash == row.token_hash, ViewerToken.exchanged_at.is_(None))
+                .values(exchanged_at=now)
+                .returning(ViewerToken.token_hash)
+            )
+            if won is None:
+                raise Unauthorized("This viewer link was already used", code="token_used")
+            db.add(
+                AppCookie(
+                    token_hash=hash_token(cookie),
+                    session_id=session.id,
+                    user_id=session.user_id,
+                    created_at=now,
+                )
+            )
+            audit.record(
+                db,
+                Action.OPEN_APP,
+                Actor(session.user_id, session.user_email, client_ip),
+                now,
+                session_id=session.id,
+                workspace_id=session.workspace_id,
+            )
+        return session
+
+    async def session_for_app_cookie(self, session_id: str, cookies: Sequence[str]) -> Session:
+        """The active session ``session_id`` when one of ``cookies`` (the app-cookie
+        values a request carried) was issued for it. Otherwise `Unauthorized`,
+        code ``session_ended`` (a cookie of it, but it has ended) or
+        ``not_signed_in``."""
+        hashes = [hash_token(c) for c in cookies[:8]]
+        ended = False
+        if hashes and looks_like_session_id(session_id):
+            async with self._db() as db:
+                rows = await db.execute(
+                    select(AppCookie.user_id, Session)
+                    .join(Session, Session.id == AppCookie.session_id)
+                    .where(AppCookie.token_hash.in_(hashes), AppCookie.session_id == session_id)
+                )
+                for user_id, session in rows.all():
+                    if session.user_id != user_id:
+                        continue
+                    if session.status == SessionStatus.ACTIVE:
+                        return session
+                    ended = True
+        if ended:
+            raise Unauthorized("This workspace session has ended", code="session_ended")
+        raise Unauthorized("Not signed in to this workspace", code="not_signed_in")
+
+    # -- launch ------------------------------------------------------------
+
+    async def launch(
+        self, principal: Principal, workspace: WorkspaceConfig, client_ip: str | None
+    ) -> Launched:
+        """Start (or return the caller's running) session on ``workspace``.
+
+        Raises `Forbidden` when MFA is required and missing, `Conflict` when
+        another user holds the workspace, and the tunnel's error (502/503)
+        when the network path cannot be opened (then nothing stays active).
+        """
+        actor = Actor(principal.user_id, principal.email, client_ip)
+        if self._settings.auth.require_mfa and not principal.mfa_verified:
+            self._count("refused")
+            raise Forbidden("Multi-factor authentication is required to launch a workspace")
+        session, created, token = await self._claim(principal, workspace, actor)
+        if not created:
+            self._count("reused")
+            return Launched(session, token, created=False)
+        try:
+            session = await self._open_tunnel(session.id, workspace, actor)
+        except BaseException:
+            self._count("failed")
+            raise
+        self._count("created")
+        return Launched(session, token, created=True)
+
+    def _count(self, outcome: str) -> None:
+        self._on_launch(outcome)
+
+    async def _claim(
+        self, principal: Principal, workspace: WorkspaceConfig, actor: Actor
+    ) -> tuple[Session, bool, str]:
+        """Insert the active row (the database's unique index makes this the
+        claim on the workspace) or find the caller's own running session.
+        Returns the session, whether it is new, and a fresh viewer token."""
+        token = secrets.token_urlsafe(32)
+        for _ in range(3):
+            try:
+                session, created = await self._try_claim(principal, workspace, actor, token)
+                return session, created, token
+            except IntegrityError:
+                continue  # a concurrent launch won the index; look again
+        raise Conflict("Workspace is in use by another session")
+
+    async def _try_claim(
+        self, principal: Principal, workspace: WorkspaceConfig, actor: Actor, token: str
+    ) -> tuple[Session, bool]:
+        now = self._clock()
+        async with self._db() as db, db.begin():
+            current = await db.scalar(
+                select(Session).where(
+                    Session.workspace_id == workspace.id, Session.status == SessionStatus.ACTIVE
+                )
+            )
+            if current is not None:
+                if current.user_id != principal.user_id:
+                    raise Conflict("Workspace is in use by another session")
+                _issue_viewer_token(db, token, current, now)
+                return current, False
+            await self._check_user_limit(db, principal.user_id)
+            session = Session(
+                id=str(uuid.uuid4()),
+                user_id=principal.user_id,
+                user_email=principal.email,
+                workspace_id=workspace.id,
+                workspace_name=workspace.name,
+                workspace_type=workspace.type,
+                status=SessionStatus.ACTIVE,
+                started_at=now,
+                ip_address=UNKNOWN_IP,
+                port=workspace.port,
+                tunnel_status=TunnelStatus.PENDING,
+                tunnel_provider=self._tunnels.name,
+                revoked=False,
+                mfa_verified=principal.mfa_verified,
+                client_ip=actor.client_ip,
+                last_activity_at=now,
+                last_viewer_at=now,
+            )
+            db.add(session)
+            await db.flush()
+            _issue_viewer_token(db, token, session, now)
+            audit.record(
+                db,
+                Action.LAUNCH_WORKSPACE,
+                actor,
+                now,
+                session_id=session.id,
+                workspace_id=workspace.id,
+                workspace_type=workspace.type,
+                protocol=workspace.protocol,
+                mfa_verified=principal.mfa_verified,
+            )
+            return session, True
+
+    async def _open_tunnel(
+        self, session_id: str, workspace: WorkspaceConfig, actor: Actor
+    ) -> Session:
+        target = Target(
+            workspace.id,
+            workspace.host,
+            workspace.port,
+            peer=workspace.peer or None,
+            probe=workspace.probe,
+        )
+        try:
+            grant = await self._tunnels.grant(session_id, target)
+        except TunnelError as exc:
+            await self._fail_launch(session_id, actor, exc.message)
+            error = Unavailable if exc.http_status == 503 else UpstreamFailed
+            raise error(
+                f"Could not open the network path to the workspace: {exc.message}", code=exc.code
+            ) from None
+        except BaseException:
+            # Cancelled or crashed half-way: end the session, then let it propagate.
+            await asyncio.shield(self._fail_launch(session_id, actor, "launch interrupted"))
+            raise
+        return await self._record_grant(session_id, grant, actor)
+
+    async def _record_grant(self, session_id: str, grant: Grant, actor: Actor) -> Session:
+        now = self._clock()
+        async with self._db() as db, db.begin():
+            result = await db.execute(
+                update(Session)
+                .where(Session.id == session_id, Session.status == SessionStatus.ACTIVE)
+                .values(
+                    ip_address=grant.address,
+                    port=grant.port,
+                    tunnel_status=grant.status,
+                    grant_id=grant.grant_id,
+                )
+                .returning(Session)
+            )
+            session = result.scalar_one_or_none()
+            if session is not None and grant.grant_id:
+                audit.record(
+                    db,
+                    Action.TUNNEL_GRANTED,
+                    actor,
+                    now,
+                    session_id=session_id,
+                    workspace_id=session.workspace_id,
+                    grant_id=grant.grant_id,
+                    address=grant.address,
+                    port=grant.port,
+                    tunnel_status=str(grant.status),
+                )
+        if session is None:
+            # Ended while the grant was being made: close what we just opened.
+            await self._store_grant_id(session_id, grant.grant_id)
+            await self.revoke_ended(session_id)
+            raise Conflict("Session ended during launch")
+        return session
+
+    async def _store_grant_id(self, session_id: str, grant_id: str | None) -> None:
+        async with self._db() as db, db.begin():
+            await db.execute(
+                update(Session).where(Session.id == session_id).values(grant_id=grant_id)
+            )
+
+    async def _fail_launch(self, session_id: str, actor: Actor, why: str) -> None:
+        await self.end(session_id, EndReason.LAUNCH_FAILED, actor, error=why)
+
+    # -- ending ------------------------------------------------------------
+
+    async def end(
+        self, session_id: str, reason: EndReason, actor: Actor, **details: str
+    ) -> Session | None:
+        """End an active session for ``reason``. Returns the ended row, or None
+        when it was not active (someone else ended it first)."""
+        now = self._clock()
+        async with self._db() as db, db.begin():
+            result = await db.execute(
+                update(Session)
+                .where(Session.id == session_id, Session.status == SessionStatus.ACTIVE)
+                .values(status=reason.status, ended_at=now, end_reason=reason)
+                .returning(Session)
+            )
+            session = result.scalar_one_or_none()
+            if session is None:
+                return None
+            action = ACTION_FOR_REASON.get(reason, Action.END_SESSION)
+            audit.record(
+                db,
+                action,
+                actor,
+                now,
+                session_id=session_id,
+                workspace_id=session.workspace_id,
+                reason=str(reason),
+                **details,
+            )
+        self._on_end(str(reason))
+        await self._events.publish(SessionEnded(session_id, str(reason)))
+        await self.revoke_ended(session_id)
+        return session
+
+    async def disconnect(self, user_id: str, session_id: str, actor: Actor) -> Session:
+        """The owner ends their session. Someone else's or a missing one is
+        `NotFound`; an already ended one is `Conflict`."""
+        session = await self.get_for_user(user_id, session_id)
+        if session.status != SessionStatus.ACTIVE:
+            raise Conflict("Session has already ended")
+        ended = await self.end(session_id, EndReason.USER_DISCONNECT, actor)
+        if ended is None:
+            raise Conflict("Session has already ended")
+        return ended
+
+    async def stop_workspace(
+        self, principal: Principal, workspace: WorkspaceConfig, actor: Actor
+    ) -> Session:
+        """End the workspace's active session: its owner or an admin only."""
+        async with self._db() as db:
+            session = await db.scalar(
+                select(Session).where(
+                    Session.workspace_id == workspace.id, Session.status == SessionStatus.ACTIVE
+                )
+            )
+        if session is None:
+            raise Conflict("Workspace has no active session")
+        if session.user_id != principal.user_id and not principal.is_admin:
+            raise Forbidden("Only the session's owner or an admin can stop this workspace")
+        ended = await self.end(session.id, EndReason.WORKSPACE_STOP, actor)
+        if ended is None:
+            raise Conflict("Workspace has no active session")
+        return ended
+
+    async def admin_terminate(self, session_id: str, actor: Actor) -> Session:
+        session = await self.get(session_id)
+        if session is None:
+            raise NotFound(SESSION_NOT_FOUND)
+        ended = await self.end(session_id, EndReason.ADMIN_TERMINATE, actor)
+        if ended is None:
+            raise Conflict("Session has already ended")
+        return ended
+
+    async def _check_user_limit(self, db: DbSession, user_id: str) -> None:
+        """429 when the user already has the maximum of active sessions. On
+        PostgreSQL a per-user advisory lock makes concurrent launches count in
+        turn (SQLite transactions are already serial)."""
+        limit = self._settings.limits.max_sessions_per_user
+        if not limit:
+            return
+        if (await db.connection()).dialect.name == "postgresql":
+            await db.execute(
+                text("SELECT pg_advisory_xact_lock(hashtextextended(:user, 0))"), {"user": user_id}
+            )
+        count = await db.scalar(
+            select(func.count())
+            .select_from(Session)
+            .where(Session.user_id == user_id, Session.status == SessionStatus.ACTIVE)
+        )
+        if (count or 0) >= limit:
+            raise TooManyRequests(
+                f"You already have {count} active sessions, the most allowed; "
+                "end one before launching another",
+                code="too_many_sessions",
+            )
+
+    # -- limits ------------------------------------------------------------------
+
+    async def active_timings(self) -> list[tuple[str, str, datetime, datetime, datetime]]:
+        """(id, workspace, started, last input, last viewer) of every active session."""
+        async with self._db() as db:
+            rows = await db.execute(
+                select(
+                    Session.id,
+                    Session.workspace_id,
+                    Session.started_at,
+                    Session.last_activity_at,
+                    Session.last_viewer_at,
+                ).where(Session.status == SessionStatus.ACTIVE)
+            )
+            return [tuple(r) for r in rows.all()]  # type: ignore[misc]
+
+    async def touch_viewers(self, session_ids: Collection[str], at: datetime | None = None) -> None:
+        """Viewers are attached to these sessions now (idle-without-viewer clock)."""
+        if not session_ids:
+            return
+        async with self._db() as db, db.begin():
+            await db.execute(
+                update(Session)
+                .where(Session.id.in_(list(session_ids)), Session.status == SessionStatus.ACTIVE)
+                .values(last_viewer_at=at or self._clock())
+            )
+
+    async def end_reasons(self, session_ids: Collection[str]) -> dict[str, str]:
+        """For those of ``session_ids`` that are no longer active: why they ended."""
+        if not session_ids:
+            return {}
+        async with self._db() as db:
+            rows = await db.execute(
+                select(Session.id, Session.end_reason).where(
+                    Session.id.in_(list(session_ids)), Session.status != SessionStatus.ACTIVE
+                )
+            )
+            return {sid: reason or "" for sid, reason in rows.all()}
+
+    # -- reconciling ----------------------------------------------------------
+
+    async def active_grants(self) -> dict[str, str | None]:
+        """Active session ids and the grant id each stored (None while launching)."""
+        async with self._db() as db:
+            rows = await db.execute(
+                select(Session.id, Session.grant_id).where(Session.status == SessionStatus.ACTIVE)
+            )
+            return {sid: gid for sid, gid in rows.all()}
+
+    async def still_active(self, session_ids: Collection[str]) -> set[str]:
+        """Which of ``session_ids`` are active right now (asked just before a
+        leftover grant is deleted, so a launch in flight keeps its grant)."""
+        if not session_ids:
+            return set()
+        async with self._db() as db:
+            rows = await db.scalars(
+                select(Session.id).where(
+                    Session.id.in_(list(session_ids)), Session.status == SessionStatus.ACTIVE
+                )
+            )
+            return set(rows.all())
+
+    async def mark_tunnel_lost(self, session_id: str, grant_id: str | None) -> bool:
+        """An active session's grant vanished at the provider: show ``failed``."""
+        now = self._clock()
+        async with self._db() as db, db.begin():
+            result = await db.execute(
+                update(Session)
+                .where(
+                    Session.id == session_id,
+                    Session.status == SessionStatus.ACTIVE,
+                    Session.tunnel_status != TunnelStatus.FAILED,
+                )
+                .values(tunnel_status=TunnelStatus.FAILED)
+                .returning(Session.workspace_id)
+            )
+            workspace_id = result.scalar_one_or_none()
+            if workspace_id is None:
+                return False
+            audit.record(
+                db,
+                Action.TUNNEL_FAILED,
+                Actor.system(),
+                now,
+                session_id=session_id,
+                workspace_id=workspace_id,
+                grant_id=grant_id,
+                error="the network grant disappeared at the provider",
+            )
+        return True
+
+    async def end_interrupted_launches(self, older_than: timedelta) -> list[str]:
+        """End sessions whose launch never finished (the broker died between
+        claiming the workspace and recording the grant): active, still
+        ``pending`` with no grant id, older than any launch can take."""
+        cutoff = self._clock() - older_than
+        async with self._db() as db:
+            rows = await db.scalars(
+                select(Session.id).where(
+                    Session.status == SessionStatus.ACTIVE,
+                    Session.tunnel_status == TunnelStatus.PENDING,
+                    Session.grant_id.is_(None),
+                    Session.started_at < cutoff,
+                )
+            )
+            stale = list(rows.all())
+        ended = []
+        for session_id in stale:
+            if await self.end(
+                session_id, EndReason.LAUNCH_FAILED, Actor.system(), error="launch interrupted"
+            ):
+                ended.append(session_id)
+        return ended
+
+    # -- revoking ----------------------------------------------------------
+
+    async def revoke_ended(self, session_id: str) -> bool:
+        """Remove the grant of an ended session. True when done; on failure the
+        row keeps ``revoked = false`` and `retry_revokes` tries again later."""
+        async with self._db() as db:
+            session = await db.get(Session, session_id)
+        if session is None or session.status == SessionStatus.ACTIVE or session.revoked:
+            return True
+        try:
+            await self._tunnels.revoke(session_id, session.grant_id)
+        except TunnelError as exc:
+            await self._audit_revoke(session, ok=False, error=exc.message)
+            log.warning("revoke of session %s failed, will retry: %s", session_id, exc.message)
+            return False
+        await self._mark_revoked(session)
+        return True
+
+    async def _mark_revoked(self, session: Session) -> None:
+        status = TunnelStatus.REVOKED if session.grant_id else session.tunnel_status
+        if session.tunnel_status == TunnelStatus.DIRECT:
+            status = TunnelStatus.DIRECT
+        now = self._clock()
+        async with self._db() as db, db.begin():
+            result = await db.execute(
+                update(Session)
+                .where(Session.id == session.id, Session.revoked.is_(False))
+                .values(revoked=True, tunnel_status=status)
+            )
+            if result.rowcount and session.grant_id:  # type: ignore[attr-defined]
+                audit.record(
+                    db,
+                    Action.REVOKE_TUNNEL,
+                    Actor.system(),
+                    now,
+                    session_id=session.id,
+                    workspace_id=session.workspace_id,
+                    grant_id=session.grant_id,
+                    outcome="revoked",
+                )
+
+    async def _audit_revoke(self, session: Session, *, ok: bool, error: str) -> None:
+        async with self._db() as db, db.begin():
+            audit.record(
+                db,
+                Action.REVOKE_TUNNEL,
+                Actor.system(),
+                self._clock(),
+                session_id=session.id,
+                workspace_id=session.workspace_id,
+                grant_id=session.grant_id,
+                outcome="failed",
+                error=error,
+            )
+
+    async def pending_revokes(self, limit: int = 100) -> Sequence[str]:
+        async with self._db() as db:
+            rows = await db.scalars(
+                select(Session.id)
+                .where(Session.status != SessionStatus.ACTIVE, Session.revoked.is_(False))
+                .order_by(Session.ended_at)
+                .limit(limit)
+            )
+            return list(rows.all())
+
+    async def retry_revokes(self) -> int:
+        """One pass over ended sessions whose grant is not yet removed; returns
+        how many are still pending."""
+        left = 0
+        for session_id in await self.pending_revokes():
+            if not await self.revoke_ended(session_id):
+                left += 1
+        return left
+
+
+def _issue_viewer_token(db: DbSession, token: str, session: Session, now: datetime) -> None:
+    """Store a viewer token for ``session`` (only its hash), bound to its owner."""
+    db.add(
+        ViewerToken(
+            token_hash=hash_token(token),
+            session_id=session.id,
+            user_id=session.user_id,
+            created_at=now,
+        )
+    )

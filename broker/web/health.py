@@ -1,0 +1,102 @@
+"""``/healthz`` (alive), ``/readyz`` (dependencies) and ``/metrics`` (Prometheus)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import text
+
+from broker.core.runtime import Broker
+from broker.web.http import broker_of, json_response
+from broker.web.metrics import Labels, gauge_lines
+from tunnels.base import Check
+
+log = logging.getLogger(__name__)
+
+CHECK_TIMEOUT = 3.0
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def _bounded(name: str, coro: Awaitable[list[Check]]) -> list[Check]:
+    try:
+        return await asyncio.wait_for(coro, CHECK_TIMEOUT)
+    except TimeoutError:
+        return [Check(name, False, f"no answer within {CHECK_TIMEOUT:g} s")]
+    except Exception as exc:  # a check must report, never raise
+        return [Check(name, False, f"failed: {type(exc).__name__}")]
+
+
+async def _database(broker: Broker) -> list[Check]:
+    async with broker.engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+    return [Check("database", True, "reachable")]
+
+
+async def _tunnel(broker: Broker) -> list[Check]:
+    return list((await broker.tunnels.health()).checks)
+
+
+async def readiness(broker: Broker) -> tuple[bool, dict[str, Any]]:
+    results = await asyncio.gather(
+        _bounded("database", _database(broker)), _bounded("tunnel", _tunnel(broker))
+    )
+    checks = [c for group in results for c in group]
+    if broker.draining:
+        checks.append(Check("draining", False, "shutting down"))
+    ok = all(c.ok for c in checks)
+    body: dict[str, Any] = {
+        "status": "ready" if ok else "not_ready",
+        "checks": {
+            c.name: {
+                "ok": c.ok,
+                "detail": c.detail,
+                **({"warning": c.warning} if c.warning else {}),
+            }
+            for c in checks
+        },
+    }
+    failing = [c.name for c in checks if not c.ok]
+    if failing:
+        body["detail"] = "Not ready: " + ", ".join(failing)
+    return ok, body
+
+
+async def readyz(request: web.Request) -> web.Response:
+    ok, body = await readiness(broker_of(request))
+    return json_response(body, 200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    broker = broker_of(request)
+    lines = list(broker.metrics.render())
+    try:
+        counts = await asyncio.wait_for(broker.sessions.count_by_status(), CHECK_TIMEOUT)
+    except Exception as exc:  # metrics must render even when the database is down
+        log.warning("session counts unavailable: %s", type(exc).__name__)
+        counts = None
+    if counts is not None:
+        values: dict[Labels, float] = {
+            (("status", s),): float(counts.get(s, 0))
+            for s in ("active", "disconnected", "terminated")
+        }
+        lines += gauge_lines("broker_sessions", "Sessions by status.", values)
+    lines += gauge_lines("broker_up", "1 while the broker serves.", {(): 1.0})
+    tasks: dict[Labels, float] = {(): float(len(asyncio.all_tasks()))}
+    lines += gauge_lines("broker_asyncio_tasks", "asyncio tasks alive in this process.", tasks)
+    return web.Response(
+        text="\n".join(lines) + "\n",
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.get("/healthz", healthz), web.get("/readyz", readyz), web.get("/metrics", metrics)]

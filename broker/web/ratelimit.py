@@ -1,0 +1,125 @@
+"""Rate limits: in-memory token buckets, keyed by user or by client address.
+
+A `Bucket` holds up to ``burst`` tokens per key and refills ``per_minute``
+of them a minute. `Bucket.take` spends one (or says how long until one is
+there); `Bucket.peek` only looks. A key whose bucket is full again is
+forgotten, and at most ``max_keys`` keys are kept (the least recently seen
+go first), so memory stays bounded whatever addresses or user names a caller
+makes up; an evicted key simply starts again with a full bucket.
+
+The limits are per broker process: with several replicas each one counts on
+its own (a caller spread over N replicas gets up to N times the budget).
+
+No I/O and no HTTP here: `broker.guard` applies these at the HTTP edge.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+from broker.core.errors import ConfigError
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class RateLimitSettings:
+    """``[ratelimit]``: launches and failed sign-ins, per user and per address."""
+
+    enabled: bool = True
+    user_launches_per_minute: float = 20.0
+    user_launch_burst: int = 20
+    ip_launches_per_minute: float = 60.0
+    ip_launch_burst: int = 120
+    user_auth_failures_per_minute: float = 10.0
+    user_auth_failure_burst: int = 20
+    ip_auth_failures_per_minute: float = 30.0
+    ip_auth_failure_burst: int = 60
+    max_keys: int = 100_000
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name != "enabled" and value <= 0:
+                raise ConfigError(f"'ratelimit.{f.name}' must be greater than 0")
+
+
+@dataclass(slots=True)
+class _State:
+    tokens: float
+    at: float
+
+
+class Bucket:
+    """A token bucket per key: ``burst`` at once, ``per_minute`` a minute after that."""
+
+    def __init__(
+        self, per_minute: float, burst: int, *, max_keys: int = 100_000, clock: Clock | None = None
+    ) -> None:
+        if per_minute <= 0 or burst < 1 or max_keys < 1:
+            raise ValueError("a bucket needs per_minute > 0, burst >= 1 and max_keys >= 1")
+        self._rate = per_minute / 60.0
+        self._burst = float(burst)
+        self._max_keys = max_keys
+        self._clock = clock or time.monotonic
+        self._states: OrderedDict[str, _State] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def take(self, key: str) -> float:
+        """Spend a token of ``key``: 0.0 when there was one, else the seconds
+        until there will be (nothing is spent then)."""
+        state = self._refilled(key)
+        if state.tokens >= 1.0:
+            state.tokens -= 1.0
+            self._keep(key, state)
+            return 0.0
+        return (1.0 - state.tokens) / self._rate
+
+    def peek(self, key: str) -> float:
+        """Like `take` without spending: 0.0 when ``key`` has a token left."""
+        state = self._refilled(key)
+        return 0.0 if state.tokens >= 1.0 else (1.0 - state.tokens) / self._rate
+
+    def _refilled(self, key: str) -> _State:
+        now = self._clock()
+        state = self._states.get(key)
+        if state is None:
+            return _State(self._burst, now)
+        state.tokens = min(self._burst, state.tokens + (now - state.at) * self._rate)
+        state.at = now
+        if state.tokens >= self._burst:
+            del self._states[key]  # full again: the same as never seen
+        return state
+
+    def _keep(self, key: str, state: _State) -> None:
+        self._states[key] = state
+        self._states.move_to_end(key)
+        while len(self._states) > self._max_keys:
+            self._states.popitem(last=False)
+
+
+def retry_after(wait: float) -> int:
+    """A ``Retry-After`` value in whole seconds, at least 1."""
+    return max(1, math.ceil(wait))
+
+
+class RateLimits:
+    """The broker's four limits. With ``enabled = false`` every check passes."""
+
+    def __init__(self, settings: RateLimitSettings, clock: Clock | None = None) -> None:
+        s = settings
+        self.enabled = s.enabled
+
+        def bucket(per_minute: float, burst: int) -> Bucket:
+            return Bucket(per_minute, burst, max_keys=s.max_keys, clock=clock)
+
+        self.user_launches = bucket(s.user_launches_per_minute, s.user_launch_burst)
+        self.ip_launches = bucket(s.ip_launches_per_minute, s.ip_launch_burst)
+        self.user_failures = bucket(s.user_auth_failures_per_minute, s.user_auth_failure_burst)
+        self.ip_failures = bucket(s.ip_auth_failures_per_minute, s.ip_auth_failure_burst)

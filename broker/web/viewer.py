@@ -1,0 +1,220 @@
+"""The viewer: the portal and viewer pages, their static files, and the
+guacamole-common-js WebSocket tunnel (DESIGN.md section 2).
+
+Tunnel authorisation happens before anything touches guacd: the credential
+(the session's viewer token, or the owner's JWT, in the ``token`` query
+parameter) is checked against the database at every connect, and the session
+must be active. Failures still complete the WebSocket handshake and then close
+with the Guacamole status (769 unauthorised, 523 ended), because that is what
+the viewer can show; a plain HTTP request gets JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from broker.core.errors import BrokerError, ConfigError, NotFound, Unauthorized
+from broker.core.models import Session, SessionStatus
+from broker.core.runtime import Broker
+from broker.core.sessions import looks_like_session_id
+from broker.core.streams import DEFAULT_ENDING, DRAINING, ending_for
+from broker.core.workspaces import guacd_request, records, uses_guacd
+from broker.web.guard import note_refusal
+from broker.web.http import bearer_token, broker_of, is_jwt, json_response
+from broker.web.relay import Ending, Relay, TunnelSocket, close_websocket
+from protocols.display import DisplaySettings
+from protocols.errors import GuacdError
+from protocols.guacd import GuacdClient, GuacdEndpoint, GuacdTimeouts
+from protocols.status import GuacamoleStatus as S
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+SOURCE_TREE_JS = (
+    Path(__file__).resolve().parents[2]
+    / "node_modules/guacamole-common-js/dist/esm/guacamole-common.js"
+)
+
+
+def guacd_client(
+    settings_endpoints: tuple[str, ...],
+    *,
+    tls: bool,
+    ca_file: str,
+    connect_timeout: float,
+    reply_timeout: float,
+) -> GuacdClient:
+    context: ssl.SSLContext | None = None
+    if tls:
+        context = ssl.create_default_context(cafile=ca_file or None)
+    endpoints = []
+    for i, text in enumerate(settings_endpoints):
+        host, _, port = text.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"'guacd.endpoints[{i}]' must be host:port, got {text!r}")
+        endpoints.append(GuacdEndpoint(host.strip("[]"), int(port), tls=context))
+    timeouts = GuacdTimeouts(connect=connect_timeout, write=reply_timeout, reply=reply_timeout)
+    return GuacdClient(endpoints, timeouts=timeouts)
+
+
+# -- pages and static files ------------------------------------------------------
+
+
+def _page(name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def page(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / name, headers={"Cache-Control": "no-store"})
+
+    return page
+
+
+async def guacamole_js(request: web.Request) -> web.StreamResponse:
+    configured = broker_of(request).settings.viewer.guacamole_js
+    path = Path(configured) if configured else SOURCE_TREE_JS
+    if not path.is_file():
+        raise NotFound("guacamole-common-js is not installed (run `make install`)")
+    return web.FileResponse(path, headers={"Content-Type": "text/javascript"})
+
+
+# -- the viewer's own calls ------------------------------------------------------
+
+
+async def _session_for_credential(broker: Broker, session_id: str, token: str) -> Session:
+    """The session ``token`` may view: a viewer token of this session, or a JWT
+    of its owner. Ended sessions are returned too (the caller decides)."""
+    if not looks_like_session_id(session_id) or not token:
+        raise Unauthorized("Invalid viewer credential")
+    if is_jwt(token):
+        who = await broker.auth.authenticate(token)
+        session = await broker.sessions.get(session_id)
+        if session is None or session.user_id != who.user_id:
+            raise Unauthorized("Invalid viewer credential")
+        return session
+    session = await broker.sessions.session_of_viewer_token(token)
+    if session is None or session.id != session_id:
+        raise Unauthorized("Invalid viewer credential")
+    return session
+
+
+async def viewer_info(request: web.Request) -> web.Response:
+    broker = broker_of(request)
+    session = await _session_for_credential(
+        broker, request.match_info["session_id"], bearer_token(request)
+    )
+    if session.status != SessionStatus.ACTIVE:
+        raise NotFound("Session has ended")
+    ws = broker.settings.workspace(session.workspace_id)
+    app_url = None
+    if ws is not None and not uses_guacd(ws):
+        app_url = broker.app_url(request, session.id) if broker.app_url else None
+    return json_response(
+        {
+            "session_id": session.id,
+            "workspace_id": session.workspace_id,
+            "workspace_name": session.workspace_name,
+            "workspace_type": session.workspace_type,
+            "app_url": app_url,
+            "recording": ws is not None and records(ws),
+            "clipboard": {
+                "copy": ws.allow_copy if ws else False,
+                "paste": ws.allow_paste if ws else False,
+            },
+        }
+    )
+
+
+async def websocket_tunnel(request: web.Request) -> web.StreamResponse:
+    broker = broker_of(request)
+    ws = TunnelSocket(protocols=("guacamole",), compress=False, max_msg_size=1 << 20, autoping=True)
+    if not ws.can_prepare(request).ok:
+        raise web.HTTPBadRequest(reason="WebSocket upgrade expected")
+    session_id = request.match_info["session_id"]
+    refusal = await _refusal(broker, session_id, request.query.get("token", ""))
+    note_refusal(request, refusal)  # a refused credential counts for the rate limits
+    await ws.prepare(request)
+    if refusal is not None:
+        await close_websocket(ws, refusal)
+        return ws
+    session = await broker.sessions.get(session_id)
+    assert session is not None
+    await _stream(broker, ws, session, DisplaySettings.from_query(request.query.items()))
+    return ws
+
+
+async def _refusal(broker: Broker, session_id: str, token: str) -> Ending | None:
+    if broker.draining:
+        return DRAINING
+    try:
+        session = await _session_for_credential(broker, session_id, token)
+    except Unauthorized:
+        return Ending(S.CLIENT_UNAUTHORIZED, "This viewer link is not valid")
+    except BrokerError:
+        return Ending(S.SERVER_ERROR, "The broker could not check the viewer credential")
+    if session.status != SessionStatus.ACTIVE:
+        return ending_for(session.end_reason or "")
+    ws = broker.settings.workspace(session.workspace_id)
+    if ws is None or not uses_guacd(ws):
+        return Ending(S.CLIENT_BAD_REQUEST, "This session has no remote desktop")
+    return None
+
+
+async def _stream(
+    broker: Broker, ws: web.WebSocketResponse, session: Session, display: DisplaySettings
+) -> None:
+    workspace = broker.settings.workspace(session.workspace_id)
+    assert workspace is not None and broker.guacd is not None
+    try:
+        request = guacd_request(workspace, session, display)
+        connection = await broker.guacd.connect(request)
+    except GuacdError as exc:
+        await close_websocket(ws, Ending(exc.status, _guacd_failure(exc.status)))
+        return
+    except ConfigError as exc:
+        log.error("workspace %s misconfigured: %s", workspace.id, exc)
+        await close_websocket(ws, Ending(S.SERVER_ERROR, "The workspace is misconfigured"))
+        return
+    relay = Relay(
+        ws,
+        connection,
+        held_limit=broker.settings.viewer.held_input_limit,
+        on_input=lambda: broker.sessions.note_activity(session.id),
+        input_interval=broker.settings.limits.activity_write_seconds,
+    )
+    broker.viewers.add(session.id, relay)
+    await broker.sessions.touch_viewers([session.id])
+    try:
+        # The session may have ended while guacd was connecting.
+        current = await broker.sessions.get(session.id)
+        if current is None or current.status != SessionStatus.ACTIVE:
+            relay.end(ending_for(current.end_reason or "") if current else DEFAULT_ENDING)
+        ending = await relay.run()
+    finally:
+        broker.viewers.remove(session.id, relay)
+        with contextlib.suppress(Exception):  # the detach time is best effort
+            await broker.sessions.touch_viewers([session.id])
+        broker.metrics.relayed(relay.stats)
+    log.info("viewer of session %s closed: status %d", session.id, ending.status)
+
+
+def _guacd_failure(status: S) -> str:
+    if status in (S.UPSTREAM_NOT_FOUND, S.UPSTREAM_UNAVAILABLE):
+        return "The remote desktop service (guacd) is unavailable"
+    if status == S.UPSTREAM_TIMEOUT:
+        return "The remote desktop service (guacd) did not answer in time"
+    return "The remote desktop service (guacd) refused the connection"
+
+
+def routes() -> list[web.AbstractRouteDef]:
+    return [
+        web.get("/", _page("portal.html")),
+        web.get("/viewer/{session_id}", _page("viewer.html")),
+        web.get("/viewer/{session_id}/info", viewer_info),
+        web.get("/viewer/{session_id}/websocket-tunnel", websocket_tunnel),
+        web.get("/static/vendor/guacamole-common.js", guacamole_js),
+        web.static("/static", STATIC, append_version=False),
+    ]

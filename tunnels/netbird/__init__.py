@@ -1,0 +1,1 @@
+"""The NetBird tunnel provider: Management API client, queries, admin and health checks."""

@@ -1,0 +1,1 @@
+"""A simulated NetBird Management API on loopback, for tests and the demo."""
