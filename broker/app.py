@@ -41,7 +41,8 @@ from broker.web.http import (
 from broker.web.metrics import Metrics
 from tunnels.base import TunnelProvider
 from tunnels.direct import DirectProvider
-from tunnels.netbird.provider import NetBirdProvider, NetBirdSettings
+from tunnels.netbird.provider import NetBirdProvider
+from tunnels.netbird.settings import NetBirdSettings
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +90,9 @@ def default_provider(settings: Settings) -> TunnelProvider:
             base_url=nb.base_url,
             token=nb.token,
             gateway_group=nb.gateway_group,
-            request_timeout=nb.timeout_seconds,
+            timeout_seconds=nb.timeout_seconds,
             max_retries=nb.max_retries,
-            max_retry_time=nb.max_retry_seconds,
+            max_retry_seconds=nb.max_retry_seconds,
             prefer_dns=nb.prefer_dns,
         )
     )
