@@ -8,6 +8,7 @@ own tunnel provider); what the app creates itself, it closes.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 
@@ -15,7 +16,7 @@ from aiohttp import web
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker.config import Settings
+from broker.config import ConfigError, GuacdSettings, Settings
 from broker.core.auth import Authenticator
 from broker.core.background import Periodic
 from broker.core.db import DbSession, create_engine, migrate, session_factory
@@ -39,9 +40,10 @@ from broker.web.http import (
     unexpected_middleware,
 )
 from broker.web.metrics import Metrics
+from protocols.guacd import GuacdClient, GuacdEndpoint, GuacdTimeouts
 from tunnels.base import TunnelProvider
 from tunnels.direct import DirectProvider
-from tunnels.netbird.provider import NetBirdProvider, NetBirdSettings
+from tunnels.netbird.provider import NetBirdProvider
 
 log = logging.getLogger(__name__)
 
@@ -80,21 +82,26 @@ def create_app(
 
 
 def default_provider(settings: Settings) -> TunnelProvider:
-    """The provider ``tunnel.provider`` names."""
+    """The provider ``tunnel.provider`` names. Raises `ConfigError` for the
+    netbird provider without its settings (the demo fills them in)."""
     if settings.tunnel.provider == "direct":
         return DirectProvider()
-    nb = settings.netbird
-    return NetBirdProvider(
-        NetBirdSettings(
-            base_url=nb.base_url,
-            token=nb.token,
-            gateway_group=nb.gateway_group,
-            request_timeout=nb.timeout_seconds,
-            max_retries=nb.max_retries,
-            max_retry_time=nb.max_retry_seconds,
-            prefer_dns=nb.prefer_dns,
-        )
-    )
+    if settings.netbird is None:
+        raise ConfigError('tunnel.provider is "netbird" but [netbird] is not configured')
+    return NetBirdProvider(settings.netbird)
+
+
+def guacd_client(settings: GuacdSettings) -> GuacdClient:
+    """The client of the configured guacd daemons, tried in order; with
+    ``tls``, each connection is verified against ``tls_ca_file`` (or the
+    system store). Reads the CA file now: `OSError`/`ssl.SSLError` if unusable."""
+    context: ssl.SSLContext | None = None
+    if settings.tls:
+        context = ssl.create_default_context(cafile=settings.tls_ca_file or None)
+    endpoints = [GuacdEndpoint(e.host, e.port, tls=context) for e in settings.endpoints]
+    reply = settings.reply_timeout_seconds
+    timeouts = GuacdTimeouts(connect=settings.connect_timeout_seconds, write=reply, reply=reply)
+    return GuacdClient(endpoints, timeouts=timeouts)
 
 
 def _lifetime(
@@ -153,13 +160,7 @@ async def _build(
         on_end=lambda reason: metrics.session_ends.inc(reason=reason),
     )
     stack.push_async_callback(sessions.aclose)
-    guacd = viewer.guacd_client(
-        settings.guacd.endpoints,
-        tls=settings.guacd.tls,
-        ca_file=settings.guacd.tls_ca_file,
-        connect_timeout=settings.guacd.connect_timeout_seconds,
-        reply_timeout=settings.guacd.reply_timeout_seconds,
-    )
+    guacd = guacd_client(settings.guacd)
     broker = Broker(settings, engine, db, tunnels, events, sessions, auth, metrics, guacd=guacd)
     events.subscribe(broker.viewers.on_session_ended)
     return broker

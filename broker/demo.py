@@ -19,9 +19,10 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from broker.config import Settings, WorkspaceConfig
+from broker.config import HostPort, Settings, WorkspaceConfig
 from protocols.simulated.guacd import SimulatedGuacd, SimulatedGuacdOptions
 from protocols.simulated.webapp import SimulatedWebApp
+from tunnels.netbird.settings import NetBirdSettings
 from tunnels.simulated.seed import demo_seed
 from tunnels.simulated.server import SimulatedNetBird
 
@@ -55,10 +56,10 @@ async def demo_environment(settings: Settings) -> AsyncIterator[Settings]:
             settings,
             workspaces=tuple(workspaces),
             tunnel=dataclasses.replace(settings.tunnel, provider="netbird"),
-            netbird=dataclasses.replace(
-                settings.netbird, base_url=netbird.url, token=netbird.token
+            netbird=NetBirdSettings(base_url=netbird.url, token=netbird.token),
+            guacd=dataclasses.replace(
+                settings.guacd, endpoints=(HostPort("127.0.0.1", guacd.port),)
             ),
-            guacd=dataclasses.replace(settings.guacd, endpoints=(f"127.0.0.1:{guacd.port}",)),
         )
 
 

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 class ProbeSettings:
     """``attempts`` connects, ``interval`` seconds apart, each cut off after
     ``connect_timeout``: the probe takes at most about
-    ``attempts * (connect_timeout + interval)`` seconds."""
+    ``attempts * (connect_timeout + interval)`` seconds. The NetBird provider's
+    defaults are in `tunnels.netbird.settings`."""
 
-    attempts: int = 10
-    interval: float = 1.0
-    connect_timeout: float = 2.0
+    attempts: int
+    interval: float
+    connect_timeout: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,15 @@
     └── Unavailable             503  a dependency is down, or the broker is draining
 
 Messages are shown to API callers: they must never contain secrets.
+
+`ConfigError` (from `broker.config`, re-exported here) is no `BrokerError`:
+it stops startup or a command, naming the setting to fix.
 """
 
 from __future__ import annotations
+
+# Raised by the config package; kept importable from here, beside the HTTP errors.
+from broker.config.errors import ConfigError as ConfigError
 
 
 class BrokerError(Exception):
@@ -75,7 +81,3 @@ class UpstreamFailed(BrokerError):
 class Unavailable(BrokerError):
     status = 503
     code = "unavailable"
-
-
-class ConfigError(Exception):
-    """The configuration is unusable; the message names the offending key."""

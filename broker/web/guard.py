@@ -39,18 +39,17 @@ app's own answers, 401s included, are the app's business.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 
 import jwt
 from aiohttp import web
 
-from broker.config import Settings
+from broker.config import IPNetwork, Settings
 from broker.core.errors import BrokerError
 from broker.core.runtime import Broker
 from broker.web import redact
 from broker.web.apps import EXCHANGE_PATH, WEBPROXY
-from broker.web.http import BROKER, Handler, client_ip, error_response
+from broker.web.http import BROKER, Handler, client_ip, error_response, in_networks
 from broker.web.origins import OriginPolicy, addressed_origin
 from broker.web.ratelimit import RateLimits, retry_after
 from broker.web.relay import Ending, close_websocket
@@ -221,14 +220,8 @@ async def _verifies(broker: Broker, token: str) -> bool:
     return True
 
 
-def _peer_is_trusted(request: web.Request, trusted: Sequence[str]) -> bool:
-    if not trusted or request.remote is None:
-        return False
-    try:
-        peer = ipaddress.ip_address(request.remote)
-    except ValueError:
-        return False
-    return any(peer in ipaddress.ip_network(n, strict=False) for n in trusted)
+def _peer_is_trusted(request: web.Request, trusted: Sequence[IPNetwork]) -> bool:
+    return request.remote is not None and in_networks(request.remote, trusted)
 
 
 def _credential(request: web.Request) -> str | None:

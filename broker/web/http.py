@@ -15,6 +15,7 @@ from aiohttp.typedefs import Middleware
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from broker.config import IPNetwork
 from broker.core.auth import Principal
 from broker.core.errors import BadRequest, BrokerError, TooManyRequests, Unauthorized
 from broker.core.runtime import Broker
@@ -78,21 +79,21 @@ async def principal(request: web.Request) -> Principal:
     return await broker_of(request).auth.authenticate(token)
 
 
-def client_ip(request: web.Request, trusted: Sequence[str]) -> str | None:
+def client_ip(request: web.Request, trusted: Sequence[IPNetwork]) -> str | None:
     """The caller's address; ``X-Forwarded-For`` is honoured only hop by hop
-    through the configured trusted proxies."""
+    through the configured trusted proxies (``server.trusted_proxies``)."""
     peer = request.remote
     if not trusted or peer is None:
         return peer
-    networks = [ipaddress.ip_network(n, strict=False) for n in trusted]
     chain = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",") if h.strip()]
     address = peer
-    while _in(address, networks) and chain:
+    while in_networks(address, trusted) and chain:
         address = chain.pop()
     return address
 
 
-def _in(address: str, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+def in_networks(address: str, networks: Sequence[IPNetwork]) -> bool:
+    """Whether ``address`` (an IP, else False) lies in one of ``networks``."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -30,7 +29,6 @@ from broker.web.http import bearer_token, broker_of, is_jwt, json_response
 from broker.web.relay import Ending, Relay, TunnelSocket, close_websocket
 from protocols.display import DisplaySettings
 from protocols.errors import GuacdError
-from protocols.guacd import GuacdClient, GuacdEndpoint, GuacdTimeouts
 from protocols.status import GuacamoleStatus as S
 
 log = logging.getLogger(__name__)
@@ -40,27 +38,6 @@ SOURCE_TREE_JS = (
     Path(__file__).resolve().parents[2]
     / "node_modules/guacamole-common-js/dist/esm/guacamole-common.js"
 )
-
-
-def guacd_client(
-    settings_endpoints: tuple[str, ...],
-    *,
-    tls: bool,
-    ca_file: str,
-    connect_timeout: float,
-    reply_timeout: float,
-) -> GuacdClient:
-    context: ssl.SSLContext | None = None
-    if tls:
-        context = ssl.create_default_context(cafile=ca_file or None)
-    endpoints = []
-    for i, text in enumerate(settings_endpoints):
-        host, _, port = text.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"'guacd.endpoints[{i}]' must be host:port, got {text!r}")
-        endpoints.append(GuacdEndpoint(host.strip("[]"), int(port), tls=context))
-    timeouts = GuacdTimeouts(connect=connect_timeout, write=reply_timeout, reply=reply_timeout)
-    return GuacdClient(endpoints, timeouts=timeouts)
 
 
 # -- pages and static files ------------------------------------------------------

@@ -9,8 +9,9 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 
+from broker.config import RateLimitSettings
 from broker.core.errors import ConfigError
-from broker.web.ratelimit import Bucket, RateLimitSettings, retry_after
+from broker.web.ratelimit import Bucket, retry_after
 from tests.conftest import auth
 from tests.security.conftest import Env
 

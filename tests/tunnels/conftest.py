@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from tunnels.netbird.provider import NetBirdProvider, NetBirdSettings
+from tunnels.netbird.provider import NetBirdProvider
+from tunnels.netbird.settings import NetBirdSettings
 from tunnels.simulated.seed import Seed, SeedPeer, SeedToken
 from tunnels.simulated.server import SimulatedNetBird
 
@@ -63,9 +64,9 @@ def settings(sim: SimulatedNetBird) -> NetBirdSettings:
     return NetBirdSettings(
         base_url=sim.url,
         token=NETWORK_ADMIN,
-        request_timeout=0.5,
+        timeout_seconds=0.5,
         max_retries=4,
-        max_retry_time=3.0,
+        max_retry_seconds=3.0,
         backoff_base=0.01,
         backoff_max=0.05,
         probe_attempts=3,

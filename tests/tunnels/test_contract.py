@@ -9,7 +9,8 @@ import pytest
 from tests.tunnels.conftest import new_session_id
 from tunnels.base import Grant, Target, TunnelProvider, TunnelStatus
 from tunnels.direct import DirectProvider
-from tunnels.netbird.provider import NetBirdProvider, NetBirdSettings
+from tunnels.netbird.provider import NetBirdProvider
+from tunnels.netbird.settings import NetBirdSettings
 
 TARGET = Target("ws-linux-desktop", "127.0.0.1", 3389, peer="ws-linux")
 EXPECTED = {

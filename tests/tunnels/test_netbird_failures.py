@@ -11,7 +11,8 @@ import pytest
 
 from tests.tunnels.conftest import NETWORK_ADMIN, USER, new_session_id, provider_with
 from tunnels.base import Target, TunnelConfigError, TunnelUnavailable
-from tunnels.netbird.provider import NetBirdProvider, NetBirdSettings
+from tunnels.netbird.provider import NetBirdProvider
+from tunnels.netbird.settings import NetBirdSettings
 from tunnels.simulated.faults import FaultKind
 from tunnels.simulated.server import SimulatedNetBird
 
@@ -67,7 +68,7 @@ async def test_create_timing_out_ends_unavailable_and_leaves_nothing(
 ) -> None:
     sim.inject(FaultKind.HANG, times=None, method="POST", path="/api/policies")
 
-    async with provider_with(settings, request_timeout=0.1, max_retries=2) as netbird:
+    async with provider_with(settings, timeout_seconds=0.1, max_retries=2) as netbird:
         with pytest.raises(TunnelUnavailable, match="no answer within"):
             await netbird.grant(new_session_id(), TARGET)
 
@@ -91,7 +92,7 @@ async def test_create_applied_but_unanswered_is_found_not_made_twice(
     sid = new_session_id()
     sim.inject(kind, times=1, method="POST", path="/api/policies")
 
-    async with provider_with(settings, request_timeout=0.2) as netbird:
+    async with provider_with(settings, timeout_seconds=0.2) as netbird:
         grant = await netbird.grant(sid, TARGET)
 
     [policy] = sim.policies()
@@ -146,7 +147,7 @@ async def test_endless_429_gives_up_within_the_total_time_bound(
     started = time.monotonic()
 
     async with provider_with(
-        settings, max_retries=1000, max_retry_time=0.5, backoff_base=0.02, backoff_max=0.1
+        settings, max_retries=1000, max_retry_seconds=0.5, backoff_base=0.02, backoff_max=0.1
     ) as netbird:
         with pytest.raises(TunnelUnavailable, match="HTTP 429"):
             await netbird.grant(new_session_id(), TARGET)

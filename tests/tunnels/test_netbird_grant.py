@@ -8,7 +8,8 @@ import pytest
 
 from tests.tunnels.conftest import WORKSPACE_IP, new_session_id, provider_with
 from tunnels.base import Target, TunnelConfigError, TunnelRejected, TunnelStatus, TunnelUnavailable
-from tunnels.netbird.provider import NetBirdProvider, NetBirdSettings
+from tunnels.netbird.provider import NetBirdProvider
+from tunnels.netbird.settings import NetBirdSettings
 from tunnels.simulated.server import SimulatedNetBird
 
 

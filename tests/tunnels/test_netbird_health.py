@@ -6,7 +6,8 @@ import pytest
 
 from tests.tunnels.conftest import ADMIN, NETWORK_ADMIN, USER, provider_with
 from tunnels.base import Health, TunnelConfigError, TunnelUnavailable
-from tunnels.netbird.provider import NetBirdProvider, NetBirdSettings
+from tunnels.netbird.provider import NetBirdProvider
+from tunnels.netbird.settings import NetBirdSettings
 from tunnels.simulated.faults import FaultKind
 from tunnels.simulated.seed import Seed
 from tunnels.simulated.server import SimulatedNetBird
@@ -73,7 +74,7 @@ async def test_each_check_is_bounded(sim: SimulatedNetBird, settings: NetBirdSet
 
     # Generous for the check that does answer (two busy cores); the hanging one
     # is cut off at exactly this bound.
-    async with provider_with(settings, check_timeout=2.0, request_timeout=5.0) as netbird:
+    async with provider_with(settings, check_timeout=2.0, timeout_seconds=5.0) as netbird:
         health = await netbird.health()
 
     assert not health.ok

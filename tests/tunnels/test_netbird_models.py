@@ -14,7 +14,7 @@ from tunnels.netbird.models import (
     policy_name,
     session_of,
 )
-from tunnels.netbird.provider import NetBirdSettings
+from tunnels.netbird.settings import NetBirdSettings
 from tunnels.probe import ProbeSettings, probe_tcp
 
 SID = "0d5b1bcf-2f4e-4c86-9b1b-8e1a4fb3f7a1"
@@ -78,7 +78,7 @@ def test_settings_refuse_unusable_values_without_echoing_the_token() -> None:
     with pytest.raises(ValueError, match="http"):
         NetBirdSettings(base_url="api.netbird.io", token="nbp_x")
     with pytest.raises(ValueError, match="positive"):
-        NetBirdSettings(base_url="https://api.netbird.io", token="nbp_x", request_timeout=0)
+        NetBirdSettings(base_url="https://api.netbird.io", token="nbp_x", timeout_seconds=0)
 
 
 def test_settings_defaults() -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from tests.tunnels.conftest import ADMIN, new_session_id, provider_with
 from tunnels.base import Target
-from tunnels.netbird.provider import NetBirdProvider, NetBirdSettings
+from tunnels.netbird.provider import NetBirdProvider
+from tunnels.netbird.settings import NetBirdSettings
 from tunnels.reconcile import reconcile
 from tunnels.simulated.faults import FaultKind
 from tunnels.simulated.server import SimulatedNetBird

@@ -7,7 +7,8 @@ from collections.abc import Collection
 
 from tests.tunnels.conftest import new_session_id
 from tunnels.base import Target
-from tunnels.netbird.provider import NetBirdProvider, NetBirdSettings
+from tunnels.netbird.provider import NetBirdProvider
+from tunnels.netbird.settings import NetBirdSettings
 from tunnels.reconcile import reconcile
 from tunnels.simulated.faults import FaultKind
 from tunnels.simulated.server import SimulatedNetBird

@@ -43,6 +43,7 @@ from tunnels.base import (
     TunnelRejected,
     TunnelUnavailable,
 )
+from tunnels.netbird.settings import RetryPolicy
 
 log = logging.getLogger("tunnels.netbird")
 
@@ -59,26 +60,6 @@ class NetBirdConflict(TunnelRejected):
     """NetBird answered 409: the object exists already (e.g. a group name)."""
 
     code = "tunnel_conflict"
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How often and how long to retry one logical call.
-
-    ``max_retries`` bounds the attempts after the first; ``max_total`` bounds
-    the whole call, attempts and pauses included (each attempt's timeout is
-    cut to what is left). Pause ``n`` is ``backoff_base * 2**(n-1)``, capped
-    at ``backoff_max``, with its upper half randomised (jitter).
-    """
-
-    max_retries: int = 4
-    max_total: float = 30.0
-    backoff_base: float = 0.5
-    backoff_max: float = 8.0
-
-    def delay(self, retry: int, rng: random.Random) -> float:
-        ceiling = min(self.backoff_max, self.backoff_base * 2.0 ** (retry - 1))
-        return ceiling / 2 + rng.uniform(0, ceiling / 2)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from tunnels.base import Check, Health, TunnelError
 from tunnels.netbird.client import NetBirdClient
 from tunnels.netbird.models import GroupRef, Policy
 from tunnels.netbird.queries import current_user, find_group, list_policies
-
-if TYPE_CHECKING:
-    from tunnels.netbird.provider import NetBirdSettings
+from tunnels.netbird.settings import NetBirdSettings
 
 POLICY_ROLES = frozenset({"owner", "admin", "network_admin"})
 _ALL = "All"

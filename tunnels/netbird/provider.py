@@ -15,8 +15,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import aiohttp
 
@@ -33,7 +32,7 @@ from tunnels.base import (
 )
 from tunnels.netbird import admin as netbird_admin
 from tunnels.netbird import health as netbird_health
-from tunnels.netbird.client import Lookup, NetBirdClient, RetryPolicy
+from tunnels.netbird.client import Lookup, NetBirdClient
 from tunnels.netbird.models import (
     Peer,
     Policy,
@@ -44,59 +43,10 @@ from tunnels.netbird.models import (
     session_of,
 )
 from tunnels.netbird.queries import find_group, find_peer, list_policies
-from tunnels.probe import ProbeSettings, probe_tcp
+from tunnels.netbird.settings import NetBirdSettings
+from tunnels.probe import probe_tcp
 
 log = logging.getLogger("tunnels.netbird")
-
-
-@dataclass(frozen=True, slots=True)
-class NetBirdSettings:
-    """How to reach NetBird and how patient to be.
-
-    ``token`` is a service user's personal access token (``nbp_...``); it is
-    kept out of ``repr`` and never logged. ``gateway_group`` is the *name* of
-    the group holding every host that connects to workspaces. Retries of one
-    call stop after ``max_retries`` retries or ``max_retry_time`` seconds,
-    whichever comes first. ``prefer_dns`` returns the peer's DNS label
-    instead of its IP. ``check_timeout`` bounds each readiness check.
-    Raises `ValueError` for an unusable value.
-    """
-
-    base_url: str
-    token: str = field(repr=False)
-    gateway_group: str = "gateways"
-    request_timeout: float = 10.0
-    max_retries: int = 4
-    max_retry_time: float = 30.0
-    backoff_base: float = 0.5
-    backoff_max: float = 8.0
-    prefer_dns: bool = False
-    probe_attempts: int = 10
-    probe_interval: float = 1.0
-    probe_connect_timeout: float = 2.0
-    check_timeout: float = 5.0
-
-    def __post_init__(self) -> None:
-        if urlsplit(self.base_url).scheme not in ("http", "https"):
-            raise ValueError("NetBird base_url must be an http(s) URL")
-        if not self.token or any(c.isspace() for c in self.token):
-            raise ValueError("NetBird token must be non-empty and contain no whitespace")
-        if not self.gateway_group:
-            raise ValueError("NetBird gateway_group must name a group")
-        if min(self.request_timeout, self.max_retry_time, self.check_timeout) <= 0:
-            raise ValueError("NetBird timeouts must be positive")
-        if self.max_retries < 0 or self.probe_attempts < 1:
-            raise ValueError("NetBird max_retries must be >= 0 and probe_attempts >= 1")
-
-    @property
-    def retry(self) -> RetryPolicy:
-        return RetryPolicy(
-            self.max_retries, self.max_retry_time, self.backoff_base, self.backoff_max
-        )
-
-    @property
-    def probe(self) -> ProbeSettings:
-        return ProbeSettings(self.probe_attempts, self.probe_interval, self.probe_connect_timeout)
 
 
 class NetBirdProvider:
@@ -120,7 +70,7 @@ class NetBirdProvider:
         self._client = NetBirdClient(
             settings.base_url,
             settings.token,
-            timeout=settings.request_timeout,
+            timeout=settings.timeout_seconds,
             retry=settings.retry,
             session=session,
             rng=rng,
@@ -284,7 +234,7 @@ class NetBirdProvider:
     async def _discard(self, policy_id: str) -> None:
         """Best-effort delete after a failed grant, bounded by one request timeout."""
         try:
-            async with asyncio.timeout(self.settings.request_timeout):
+            async with asyncio.timeout(self.settings.timeout_seconds):
                 await self._client.delete("/api/policies/" + quote(policy_id, safe=""))
         except (TunnelError, TimeoutError) as exc:
             log.warning(
@@ -297,7 +247,7 @@ class NetBirdProvider:
     async def _discard_session(self, session_id: str) -> None:
         """Best effort: delete what an unconfirmed create may have made."""
         try:
-            async with asyncio.timeout(self.settings.request_timeout):
+            async with asyncio.timeout(self.settings.timeout_seconds):
                 policies = await list_policies(self._client)
                 for policy in policies:
                     if policy.name == policy_name(session_id):

@@ -1,0 +1,24 @@
+"""``[guacd]`` and ``[viewer]``: the guacd daemons and the browser side of their tunnel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from broker.config.values import HostPort
+
+
+@dataclass(frozen=True)
+class GuacdSettings:
+    """``endpoints`` are parsed at load (``"host:port"`` in the TOML), tried in order."""
+
+    endpoints: tuple[HostPort, ...] = (HostPort("127.0.0.1", 4822),)
+    tls: bool = False
+    tls_ca_file: str = ""
+    connect_timeout_seconds: float = 5.0
+    reply_timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class ViewerSettings:
+    guacamole_js: str = ""
+    held_input_limit: int = 256
