@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from broker.config import Settings
 from broker.core.auth import Authenticator
 from broker.core.background import Periodic
+from broker.core.credentials import Credentials
 from broker.core.db import DbSession, create_engine, migrate, session_factory
 from broker.core.events import EventBus
 from broker.core.models import Workspace, utcnow
@@ -160,7 +161,20 @@ async def _build(
         connect_timeout=settings.guacd.connect_timeout_seconds,
         reply_timeout=settings.guacd.reply_timeout_seconds,
     )
-    broker = Broker(settings, engine, db, tunnels, events, sessions, auth, metrics, guacd=guacd)
+    credentials = Credentials(db, auth, settings.auth)
+    broker = Broker(
+        settings,
+        engine,
+        db,
+        tunnels,
+        events,
+        sessions,
+        auth,
+        metrics,
+        guacd=guacd,
+        queries=sessions.queries,
+        credentials=credentials,
+    )
     events.subscribe(broker.viewers.on_session_ended)
     return broker
 
