@@ -279,16 +279,21 @@ class SessionService:
                     tunnel_status=str(grant.status),
                 )
         if session is None:
-            # Ended while the grant was being made: close what we just opened.
-            await self._store_grant_id(session_id, grant.grant_id)
+            # Ended while the grant was being made: the end's revoke could not
+            # see this grant, so record it as open again and close it.
+            await self._reopen_grant(session_id, grant.grant_id)
             await self.revoke_ended(session_id)
             raise Conflict("Session ended during launch")
         return session
 
-    async def _store_grant_id(self, session_id: str, grant_id: str | None) -> None:
+    async def _reopen_grant(self, session_id: str, grant_id: str | None) -> None:
+        """Store the grant of an ended session as not revoked, so `revoke_ended`
+        (or, if that fails, `retry_revokes`) removes it."""
         async with self._db() as db, db.begin():
             await db.execute(
-                update(Session).where(Session.id == session_id).values(grant_id=grant_id)
+                update(Session)
+                .where(Session.id == session_id)
+                .values(grant_id=grant_id, revoked=False)
             )
 
     async def _fail_launch(self, session_id: str, actor: Actor, why: str) -> None:

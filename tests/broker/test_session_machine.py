@@ -31,7 +31,7 @@ from tunnels.direct import DirectProvider
 from tunnels.netbird.provider import NetBirdProvider, NetBirdSettings
 from tunnels.simulated.faults import FaultKind
 from tunnels.simulated.seed import Seed, SeedPeer, SeedToken
-from tunnels.simulated.server import SimulatedNetBird
+from tunnels.simulated.server import RecordedRequest, SimulatedNetBird
 
 pytestmark = pytest.mark.db
 
@@ -171,6 +171,10 @@ async def netbird(sim: SimulatedNetBird) -> AsyncIterator[Callable[[], NetBirdPr
         await provider.aclose()
 
 
+def policy_created(r: RecordedRequest) -> bool:
+    return r.method == "POST" and r.path == "/api/policies"
+
+
 # -- races ------------------------------------------------------------------------
 
 
@@ -274,6 +278,28 @@ async def test_failed_grant_leaves_no_active_session_and_no_open_grant(
     sim.faults.clear()
     again = await m.launch("ws-linux")
     assert again.created and again.session.tunnel_status == "encrypted"
+
+
+async def test_session_ended_while_its_grant_is_made_gives_the_grant_back(
+    start_machine: StartMachine, netbird: Callable[[], NetBirdProvider], sim: SimulatedNetBird
+) -> None:
+    m = await start_machine(netbird())
+    # NetBird takes a while to make the policy; the session ends meanwhile.
+    sim.inject(FaultKind.SLOW, method="POST", path="/api/policies", delay=1.0)
+    launch = asyncio.create_task(m.launch("ws-linux"))
+    async with asyncio.timeout(5):
+        await sim.wait_for_request(policy_created)
+    current = await m.sessions.queries.active_in_workspace("ws-linux")
+    assert current is not None
+    assert await m.sessions.end(current.id, EndReason.ADMIN_TERMINATE, Actor.system())
+
+    with pytest.raises(Conflict, match="Session ended during launch"):
+        await launch
+
+    row = await m.row(current.id)
+    assert (row.status, row.end_reason) == ("terminated", "admin_terminate")
+    assert sim.policies() == []
+    assert row.revoked and row.tunnel_status == "revoked"
 
 
 # -- revoke retry ---------------------------------------------------------------------
