@@ -10,23 +10,16 @@ failures."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from broker.app import seed_workspaces
-from broker.config import Settings, WorkspaceConfig
-from broker.core.audit import Action, Actor, AuditQuery
-from broker.core.audit import query as audit_query
-from broker.core.auth import Principal
-from broker.core.db import DbSession, create_engine, migrate, session_factory
+from broker.core.audit import Action, Actor
 from broker.core.errors import Conflict, Unavailable
-from broker.core.events import EventBus, SessionEnded
-from broker.core.models import AuditEvent, EndReason, Session
-from broker.core.sessions import Launched, SessionService
-from tunnels.base import TunnelProvider
+from broker.core.events import SessionEnded
+from broker.core.models import EndReason
+from broker.core.sessions import Launched
+from tests.broker.machine import StartMachine, user
 from tunnels.direct import DirectProvider
 from tunnels.netbird.provider import NetBirdProvider, NetBirdSettings
 from tunnels.simulated.faults import FaultKind
@@ -36,98 +29,6 @@ from tunnels.simulated.server import RecordedRequest, SimulatedNetBird
 pytestmark = pytest.mark.db
 
 TOKEN = "nbp_" + "sessionMachine".ljust(36, "0")
-WORKSPACES = """
-[[workspaces]]
-id = "ws-linux"
-name = "Linux"
-type = "linux"
-peer = "ws-linux-peer"
-
-[[workspaces]]
-id = "ws-rdp"
-name = "Windows"
-type = "rdp"
-peer = "ws-rdp-peer"
-"""
-
-
-def user(name: str) -> Principal:
-    return Principal(name, f"{name}@example.com", frozenset(), False, True)
-
-
-ALICE = user("alice")
-
-
-@dataclass
-class Machine:
-    """One broker's session state machine on the test database."""
-
-    settings: Settings
-    engine: AsyncEngine
-    db: async_sessionmaker[DbSession]
-    sessions: SessionService
-    ended: list[SessionEnded] = field(default_factory=list)
-
-    def workspace(self, workspace_id: str) -> WorkspaceConfig:
-        ws = self.settings.workspace(workspace_id)
-        assert ws is not None
-        return ws
-
-    async def launch(self, workspace_id: str, who: Principal = ALICE) -> Launched:
-        return await self.sessions.launch(who, self.workspace(workspace_id), "192.0.2.7")
-
-    async def row(self, session_id: str) -> Session:
-        session = await self.sessions.queries.get(session_id)
-        assert session is not None
-        return session
-
-    async def audit(
-        self, *, session_id: str | None = None, action: str | None = None
-    ) -> list[AuditEvent]:
-        """Oldest first."""
-        async with self.db() as db:
-            rows = await audit_query(db, AuditQuery(session_id=session_id, action=action))
-        return rows[::-1]
-
-    async def aclose(self) -> None:
-        await self.sessions.aclose()
-        await self.engine.dispose()
-
-
-StartMachine = Callable[[TunnelProvider], Awaitable[Machine]]
-
-
-@pytest.fixture
-def settings(make_settings: Callable[..., Settings]) -> Settings:
-    return make_settings(workspaces=WORKSPACES)
-
-
-@pytest.fixture
-async def start_machine(settings: Settings) -> AsyncIterator[StartMachine]:
-    """Build the state machine on the test database the way the broker does at
-    start (migrate, seed the workspaces); each call is one broker start."""
-    machines: list[Machine] = []
-
-    async def start(tunnels: TunnelProvider) -> Machine:
-        engine = create_engine(
-            settings.database_url, busy_timeout_ms=settings.database.busy_timeout_ms
-        )
-        await migrate(engine)
-        db = session_factory(engine)
-        await seed_workspaces(db, settings)
-        events = EventBus()
-        machine = Machine(settings, engine, db, SessionService(db, settings, tunnels, events))
-
-        async def note(event: SessionEnded) -> None:
-            machine.ended.append(event)
-
-        events.subscribe(note)
-        machines.append(machine)
-        return machine
-
-    yield start
-    for machine in machines:
-        await machine.aclose()
 
 
 @pytest.fixture
