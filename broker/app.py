@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from broker.config import ConfigError, GuacdSettings, Settings
 from broker.core.auth import Authenticator
 from broker.core.background import Periodic
+from broker.core.credentials import Credentials
 from broker.core.db import DbSession, create_engine, migrate, session_factory
 from broker.core.events import EventBus
 from broker.core.models import Workspace, utcnow
@@ -161,7 +162,20 @@ async def _build(
     )
     stack.push_async_callback(sessions.aclose)
     guacd = guacd_client(settings.guacd)
-    broker = Broker(settings, engine, db, tunnels, events, sessions, auth, metrics, guacd=guacd)
+    credentials = Credentials(db, auth, settings.auth)
+    broker = Broker(
+        settings,
+        engine,
+        db,
+        tunnels,
+        events,
+        sessions,
+        auth,
+        metrics,
+        guacd=guacd,
+        queries=sessions.queries,
+        credentials=credentials,
+    )
     events.subscribe(broker.viewers.on_session_ended)
     return broker
 

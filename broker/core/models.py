@@ -5,6 +5,7 @@ migrations in ``broker/migrations``; this module and the newest migration must a
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -84,6 +85,10 @@ class Workspace(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+UNKNOWN_IP = "10.0.0.1"
+"""A session's ``ip_address`` until its tunnel grant is recorded."""
 
 
 class Session(Base):
@@ -167,3 +172,13 @@ class AuditEvent(Base):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def looks_like_session_id(value: str) -> bool:
+    """Whether ``value`` has the shape of a session id (a UUID in its 36-character
+    form); anything else names no session, so callers answer "not found"
+    without asking the database."""
+    try:
+        return str(uuid.UUID(value)) == value.lower() and len(value) == 36
+    except ValueError:
+        return False

@@ -66,7 +66,13 @@ def due_reason(
 
 async def due_sessions(sessions: SessionService, settings: Settings, now: datetime) -> list[Due]:
     due = []
-    for sid, workspace_id, started, last_input, last_viewer in await sessions.active_timings():
+    for (
+        sid,
+        workspace_id,
+        started,
+        last_input,
+        last_viewer,
+    ) in await sessions.queries.active_timings():
         ws = settings.workspace(workspace_id)
         overrides = (
             (ws.max_session_seconds, ws.idle_no_viewer_seconds, ws.idle_no_input_seconds)
@@ -102,5 +108,5 @@ async def sweep_viewers(sessions: SessionService, viewers: ViewerRegistry, now: 
     if not held:
         return
     await sessions.touch_viewers(held, at=now)
-    for session_id, reason in (await sessions.end_reasons(held)).items():
+    for session_id, reason in (await sessions.queries.end_reasons(held)).items():
         viewers.end_session(session_id, ending_for(reason))

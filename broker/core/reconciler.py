@@ -35,9 +35,11 @@ async def reconcile_once(
     sessions: SessionService, provider: TunnelProvider, *, launch_timeout: float
 ) -> Pass:
     interrupted = await sessions.end_interrupted_launches(timedelta(seconds=launch_timeout))
-    known = await sessions.active_grants()
+    known = await sessions.queries.active_grants()
     try:
-        result = await reconcile(provider, set(known), known, still_active=sessions.still_active)
+        result = await reconcile(
+            provider, set(known), known, still_active=sessions.queries.still_active
+        )
     except TunnelError as exc:
         log.warning("reconcile: cannot list grants: %s", exc.message)
         return Pass(len(interrupted), 0, 0, 0)

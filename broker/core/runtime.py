@@ -10,8 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from broker.config import Settings
 from broker.core.auth import Authenticator
+from broker.core.credentials import Credentials
 from broker.core.db import DbSession
 from broker.core.events import EventBus
+from broker.core.queries import SessionQueries
 from broker.core.sessions import SessionService
 from broker.core.streams import ViewerRegistry
 from broker.web.metrics import Metrics
@@ -37,3 +39,5 @@ class Broker:
     # Set by the HTML5 proxy: the URL a viewer of an html5 session is sent to.
     app_url: Callable[[Request, str], str] | None = None
     draining: bool = False
+    queries: SessionQueries = field(kw_only=True)
+    credentials: Credentials = field(kw_only=True)

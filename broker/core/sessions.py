@@ -13,17 +13,17 @@ Rules this module keeps (and the tests check):
 - A grant whose revoke fails is retried from the database
   (``status != 'active' AND revoked = false``), so a restart loses nothing.
 
-No HTTP here: callers translate the `broker.errors` raised.
+Reads live in `broker.core.queries` (``SessionService.queries``); what a viewer
+token or app cookie proves, in `broker.core.credentials`. No HTTP here:
+callers translate the `broker.core.errors` raised.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import secrets
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -35,24 +35,25 @@ from broker.config import Settings, WorkspaceConfig
 from broker.core import audit
 from broker.core.audit import Action, Actor
 from broker.core.auth import Principal
+from broker.core.credentials import issue_viewer_token, new_token
 from broker.core.db import DbSession
-from broker.core.errors import (
-    Conflict,
-    Forbidden,
-    NotFound,
-    TooManyRequests,
-    Unauthorized,
-    Unavailable,
-    UpstreamFailed,
-)
+from broker.core.errors import Conflict, Forbidden, TooManyRequests, Unavailable, UpstreamFailed
 from broker.core.events import EventBus, SessionEnded
-from broker.core.models import AppCookie, EndReason, Session, SessionStatus, ViewerToken, utcnow
+from broker.core.models import (
+    UNKNOWN_IP,
+    EndReason,
+    Session,
+    SessionStatus,
+    looks_like_session_id,
+    utcnow,
+)
+from broker.core.queries import SESSION_NOT_FOUND, SessionQueries
 from tunnels.base import Grant, Target, TunnelError, TunnelProvider, TunnelStatus
 
-log = logging.getLogger(__name__)
+# Re-exported for old imports: they live in `broker.core.models` and `broker.core.queries`.
+__all__ = ["SESSION_NOT_FOUND", "UNKNOWN_IP", "Launched", "SessionService", "looks_like_session_id"]
 
-UNKNOWN_IP = "10.0.0.1"
-SESSION_NOT_FOUND = "Session not found"
+log = logging.getLogger(__name__)
 
 ACTION_FOR_REASON = {
     EndReason.USER_DISCONNECT: Action.DISCONNECT_SESSION,
@@ -68,17 +69,6 @@ class Launched:
     created: bool
 
 
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def looks_like_session_id(value: str) -> bool:
-    try:
-        return str(uuid.UUID(value)) == value.lower() and len(value) == 36
-    except ValueError:
-        return False
-
-
 class SessionService:
     """The one place where sessions change state."""
 
@@ -92,7 +82,9 @@ class SessionService:
         clock: Callable[[], datetime] = utcnow,
         on_launch: Callable[[str], None] = lambda outcome: None,
         on_end: Callable[[str], None] = lambda reason: None,
+        queries: SessionQueries | None = None,
     ) -> None:
+        self.queries = queries or SessionQueries(db)
         self._db = db
         self._settings = settings
         self._tunnels = tunnels
@@ -102,81 +94,7 @@ class SessionService:
         self._on_launch = on_launch
         self._on_end = on_end
 
-    # -- queries -----------------------------------------------------------
-
-    async def list_for_user(
-        self, user_id: str, *, limit: int = 100, before: str | None = None
-    ) -> list[Session]:
-        return await self.query(user_id=user_id, limit=limit, before=before)
-
-    async def query(
-        self,
-        *,
-        user_id: str | None = None,
-        user: str | None = None,
-        status: str | None = None,
-        workspace_id: str | None = None,
-        limit: int = 100,
-        before: str | None = None,
-    ) -> list[Session]:
-        """Newest first; ``before`` is a session id to page back from."""
-        stmt = select(Session)
-        if user_id is not None:
-            stmt = stmt.where(Session.user_id == user_id)
-        if user is not None:
-            stmt = stmt.where((Session.user_id == user) | (Session.user_email == user))
-        if status is not None:
-            stmt = stmt.where(Session.status == status)
-        if workspace_id is not None:
-            stmt = stmt.where(Session.workspace_id == workspace_id)
-        async with self._db() as db:
-            if before is not None:
-                anchor = await db.get(Session, before) if looks_like_session_id(before) else None
-                if anchor is None or (user_id is not None and anchor.user_id != user_id):
-                    raise NotFound("Session given in 'before' not found")
-                stmt = stmt.where(
-                    (Session.started_at < anchor.started_at)
-                    | ((Session.started_at == anchor.started_at) & (Session.id < anchor.id))
-                )
-            stmt = stmt.order_by(Session.started_at.desc(), Session.id.desc()).limit(limit)
-            return list((await db.scalars(stmt)).all())
-
-    async def get_for_user(self, user_id: str, session_id: str) -> Session:
-        """The caller's own session; anything else is `NotFound` (never 403)."""
-        session = await self.get(session_id)
-        if session is None or session.user_id != user_id:
-            raise NotFound(SESSION_NOT_FOUND)
-        return session
-
-    async def get(self, session_id: str) -> Session | None:
-        if not looks_like_session_id(session_id):
-            return None
-        async with self._db() as db:
-            return await db.get(Session, session_id)
-
-    async def active_workspace_ids(self) -> set[str]:
-        async with self._db() as db:
-            rows = await db.scalars(
-                select(Session.workspace_id).where(Session.status == SessionStatus.ACTIVE)
-            )
-            return set(rows.all())
-
-    async def count_by_status(self) -> dict[str, int]:
-        async with self._db() as db:
-            rows = await db.execute(select(Session.status, func.count()).group_by(Session.status))
-            return {str(status): int(count) for status, count in rows.all()}
-
-    async def session_of_viewer_token(self, token: str) -> Session | None:
-        """The session a viewer token was issued for, active or not; None for an
-        unknown token."""
-        async with self._db() as db:
-            row = await db.get(ViewerToken, hash_token(token))
-            if row is None:
-                return None
-            session = await db.get(Session, row.session_id)
-        if session is None or session.user_id != row.user_id:
-            return None
-        return session
+    # -- activity ------------------------------------------------------------
 
     def note_activity(self, session_id: str) -> None:
         """Record user input on a session (for idle limits), in the background;
@@ -196,6 +114,17 @@ class SessionService:
         except Exception as exc:
             log.warning("could not record activity of %s: %s", session_id, type(exc).__name__)
 
+    async def touch_viewers(self, session_ids: Collection[str], at: datetime | None = None) -> None:
+        """Viewers are attached to these sessions now (idle-without-viewer clock)."""
+        if not session_ids:
+            return
+        async with self._db() as db, db.begin():
+            await db.execute(
+                update(Session)
+                .where(Session.id.in_(list(session_ids)), Session.status == SessionStatus.ACTIVE)
+                .values(last_viewer_at=at or self._clock())
+            )
+
     async def background_written(self) -> None:
         """Return once the background writes started so far are done (at most 5 s)."""
         if self._background:
@@ -203,86 +132,6 @@ class SessionService:
 
     async def aclose(self) -> None:
         await self.background_written()
-
-    async def session_for_viewer_token(self, token: str) -> Session:
-        """The active session a viewer token belongs to; `Unauthorized` otherwise
-        (unknown token, or its session has ended: tokens die with their session)."""
-        session = await self.session_of_viewer_token(token)
-        if session is None or session.status != SessionStatus.ACTIVE:
-            raise Unauthorized("Invalid or expired viewer token")
-        return session
-
-    async def exchange_viewer_token(
-        self, token: str, session_id: str, cookie: str, *, client_ip: str | None = None
-    ) -> Session:
-        """Trade ``token``, the viewer token of the html5 session ``session_id``,
-        for the app cookie ``cookie`` (stored hashed, bound to the session and
-        its user). A token is exchanged once; a second try is `Unauthorized`
-        with code ``token_used``. Also `Unauthorized`: an unknown token, one of
-        another session, an ended session; `Forbidden`: not an html5 workspace."""
-        now = self._clock()
-        async with self._db() as db, db.begin():
-            row = await db.get(ViewerToken, hash_token(token))
-            session = await db.get(Session, row.session_id) if row else None
-            if (
-                row is None
-                or session is None
-                or session.id != session_id
-                or session.status != SessionStatus.ACTIVE
-                or session.user_id != row.user_id
-            ):
-                raise Unauthorized("Invalid or expired viewer token")
-            if session.workspace_type != "html5":
-                raise Forbidden("This session's workspace is not an HTML5 web app")
-            won = await db.scalar(
-                update(ViewerToken)
-                .where(ViewerToken.token_hash == row.token_hash, ViewerToken.exchanged_at.is_(None))
-                .values(exchanged_at=now)
-                .returning(ViewerToken.token_hash)
-            )
-            if won is None:
-                raise Unauthorized("This viewer link was already used", code="token_used")
-            db.add(
-                AppCookie(
-                    token_hash=hash_token(cookie),
-                    session_id=session.id,
-                    user_id=session.user_id,
-                    created_at=now,
-                )
-            )
-            audit.record(
-                db,
-                Action.OPEN_APP,
-                Actor(session.user_id, session.user_email, client_ip),
-                now,
-                session_id=session.id,
-                workspace_id=session.workspace_id,
-            )
-        return session
-
-    async def session_for_app_cookie(self, session_id: str, cookies: Sequence[str]) -> Session:
-        """The active session ``session_id`` when one of ``cookies`` (the app-cookie
-        values a request carried) was issued for it. Otherwise `Unauthorized`,
-        code ``session_ended`` (a cookie of it, but it has ended) or
-        ``not_signed_in``."""
-        hashes = [hash_token(c) for c in cookies[:8]]
-        ended = False
-        if hashes and looks_like_session_id(session_id):
-            async with self._db() as db:
-                rows = await db.execute(
-                    select(AppCookie.user_id, Session)
-                    .join(Session, Session.id == AppCookie.session_id)
-                    .where(AppCookie.token_hash.in_(hashes), AppCookie.session_id == session_id)
-                )
-                for user_id, session in rows.all():
-                    if session.user_id != user_id:
-                        continue
-                    if session.status == SessionStatus.ACTIVE:
-                        return session
-                    ended = True
-        if ended:
-            raise Unauthorized("This workspace session has ended", code="session_ended")
-        raise Unauthorized("Not signed in to this workspace", code="not_signed_in")
 
     # -- launch ------------------------------------------------------------
 
@@ -297,22 +146,19 @@ class SessionService:
         """
         actor = Actor(principal.user_id, principal.email, client_ip)
         if self._settings.auth.require_mfa and not principal.mfa_verified:
-            self._count("refused")
+            self._on_launch("refused")
             raise Forbidden("Multi-factor authentication is required to launch a workspace")
         session, created, token = await self._claim(principal, workspace, actor)
         if not created:
-            self._count("reused")
+            self._on_launch("reused")
             return Launched(session, token, created=False)
         try:
             session = await self._open_tunnel(session.id, workspace, actor)
         except BaseException:
-            self._count("failed")
+            self._on_launch("failed")
             raise
-        self._count("created")
+        self._on_launch("created")
         return Launched(session, token, created=True)
-
-    def _count(self, outcome: str) -> None:
-        self._on_launch(outcome)
 
     async def _claim(
         self, principal: Principal, workspace: WorkspaceConfig, actor: Actor
@@ -320,7 +166,7 @@ class SessionService:
         """Insert the active row (the database's unique index makes this the
         claim on the workspace) or find the caller's own running session.
         Returns the session, whether it is new, and a fresh viewer token."""
-        token = secrets.token_urlsafe(32)
+        token = new_token()
         for _ in range(3):
             try:
                 session, created = await self._try_claim(principal, workspace, actor, token)
@@ -342,7 +188,7 @@ class SessionService:
             if current is not None:
                 if current.user_id != principal.user_id:
                     raise Conflict("Workspace is in use by another session")
-                _issue_viewer_token(db, token, current, now)
+                issue_viewer_token(db, token, current, now)
                 return current, False
             await self._check_user_limit(db, principal.user_id)
             session = Session(
@@ -366,7 +212,7 @@ class SessionService:
             )
             db.add(session)
             await db.flush()
-            _issue_viewer_token(db, token, session, now)
+            issue_viewer_token(db, token, session, now)
             audit.record(
                 db,
                 Action.LAUNCH_WORKSPACE,
@@ -433,16 +279,21 @@ class SessionService:
                     tunnel_status=str(grant.status),
                 )
         if session is None:
-            # Ended while the grant was being made: close what we just opened.
-            await self._store_grant_id(session_id, grant.grant_id)
+            # Ended while the grant was being made: the end's revoke could not
+            # see this grant, so record it as open again and close it.
+            await self._reopen_grant(session_id, grant.grant_id)
             await self.revoke_ended(session_id)
             raise Conflict("Session ended during launch")
         return session
 
-    async def _store_grant_id(self, session_id: str, grant_id: str | None) -> None:
+    async def _reopen_grant(self, session_id: str, grant_id: str | None) -> None:
+        """Store the grant of an ended session as not revoked, so `revoke_ended`
+        (or, if that fails, `retry_revokes`) removes it."""
         async with self._db() as db, db.begin():
             await db.execute(
-                update(Session).where(Session.id == session_id).values(grant_id=grant_id)
+                update(Session)
+                .where(Session.id == session_id)
+                .values(grant_id=grant_id, revoked=False)
             )
 
     async def _fail_launch(self, session_id: str, actor: Actor, why: str) -> None:
@@ -485,7 +336,7 @@ class SessionService:
     async def disconnect(self, user_id: str, session_id: str, actor: Actor) -> Session:
         """The owner ends their session. Someone else's or a missing one is
         `NotFound`; an already ended one is `Conflict`."""
-        session = await self.get_for_user(user_id, session_id)
+        session = await self.queries.get_for_user(user_id, session_id)
         if session.status != SessionStatus.ACTIVE:
             raise Conflict("Session has already ended")
         ended = await self.end(session_id, EndReason.USER_DISCONNECT, actor)
@@ -497,12 +348,7 @@ class SessionService:
         self, principal: Principal, workspace: WorkspaceConfig, actor: Actor
     ) -> Session:
         """End the workspace's active session: its owner or an admin only."""
-        async with self._db() as db:
-            session = await db.scalar(
-                select(Session).where(
-                    Session.workspace_id == workspace.id, Session.status == SessionStatus.ACTIVE
-                )
-            )
+        session = await self.queries.active_in_workspace(workspace.id)
         if session is None:
             raise Conflict("Workspace has no active session")
         if session.user_id != principal.user_id and not principal.is_admin:
@@ -513,9 +359,9 @@ class SessionService:
         return ended
 
     async def admin_terminate(self, session_id: str, actor: Actor) -> Session:
-        session = await self.get(session_id)
-        if session is None:
-            raise NotFound(SESSION_NOT_FOUND)
+        """An admin ends any session: `NotFound` when there is none, `Conflict`
+        when it has ended already."""
+        await self.queries.existing(session_id)
         ended = await self.end(session_id, EndReason.ADMIN_TERMINATE, actor)
         if ended is None:
             raise Conflict("Session has already ended")
@@ -544,67 +390,7 @@ class SessionService:
                 code="too_many_sessions",
             )
 
-    # -- limits ------------------------------------------------------------------
-
-    async def active_timings(self) -> list[tuple[str, str, datetime, datetime, datetime]]:
-        """(id, workspace, started, last input, last viewer) of every active session."""
-        async with self._db() as db:
-            rows = await db.execute(
-                select(
-                    Session.id,
-                    Session.workspace_id,
-                    Session.started_at,
-                    Session.last_activity_at,
-                    Session.last_viewer_at,
-                ).where(Session.status == SessionStatus.ACTIVE)
-            )
-            return [tuple(r) for r in rows.all()]  # type: ignore[misc]
-
-    async def touch_viewers(self, session_ids: Collection[str], at: datetime | None = None) -> None:
-        """Viewers are attached to these sessions now (idle-without-viewer clock)."""
-        if not session_ids:
-            return
-        async with self._db() as db, db.begin():
-            await db.execute(
-                update(Session)
-                .where(Session.id.in_(list(session_ids)), Session.status == SessionStatus.ACTIVE)
-                .values(last_viewer_at=at or self._clock())
-            )
-
-    async def end_reasons(self, session_ids: Collection[str]) -> dict[str, str]:
-        """For those of ``session_ids`` that are no longer active: why they ended."""
-        if not session_ids:
-            return {}
-        async with self._db() as db:
-            rows = await db.execute(
-                select(Session.id, Session.end_reason).where(
-                    Session.id.in_(list(session_ids)), Session.status != SessionStatus.ACTIVE
-                )
-            )
-            return {sid: reason or "" for sid, reason in rows.all()}
-
     # -- reconciling ----------------------------------------------------------
-
-    async def active_grants(self) -> dict[str, str | None]:
-        """Active session ids and the grant id each stored (None while launching)."""
-        async with self._db() as db:
-            rows = await db.execute(
-                select(Session.id, Session.grant_id).where(Session.status == SessionStatus.ACTIVE)
-            )
-            return {sid: gid for sid, gid in rows.all()}
-
-    async def still_active(self, session_ids: Collection[str]) -> set[str]:
-        """Which of ``session_ids`` are active right now (asked just before a
-        leftover grant is deleted, so a launch in flight keeps its grant)."""
-        if not session_ids:
-            return set()
-        async with self._db() as db:
-            rows = await db.scalars(
-                select(Session.id).where(
-                    Session.id.in_(list(session_ids)), Session.status == SessionStatus.ACTIVE
-                )
-            )
-            return set(rows.all())
 
     async def mark_tunnel_lost(self, session_id: str, grant_id: str | None) -> bool:
         """An active session's grant vanished at the provider: show ``failed``."""
@@ -639,19 +425,8 @@ class SessionService:
         """End sessions whose launch never finished (the broker died between
         claiming the workspace and recording the grant): active, still
         ``pending`` with no grant id, older than any launch can take."""
-        cutoff = self._clock() - older_than
-        async with self._db() as db:
-            rows = await db.scalars(
-                select(Session.id).where(
-                    Session.status == SessionStatus.ACTIVE,
-                    Session.tunnel_status == TunnelStatus.PENDING,
-                    Session.grant_id.is_(None),
-                    Session.started_at < cutoff,
-                )
-            )
-            stale = list(rows.all())
         ended = []
-        for session_id in stale:
+        for session_id in await self.queries.interrupted_launches(self._clock() - older_than):
             if await self.end(
                 session_id, EndReason.LAUNCH_FAILED, Actor.system(), error="launch interrupted"
             ):
@@ -663,14 +438,13 @@ class SessionService:
     async def revoke_ended(self, session_id: str) -> bool:
         """Remove the grant of an ended session. True when done; on failure the
         row keeps ``revoked = false`` and `retry_revokes` tries again later."""
-        async with self._db() as db:
-            session = await db.get(Session, session_id)
+        session = await self.queries.get(session_id)
         if session is None or session.status == SessionStatus.ACTIVE or session.revoked:
             return True
         try:
             await self._tunnels.revoke(session_id, session.grant_id)
         except TunnelError as exc:
-            await self._audit_revoke(session, ok=False, error=exc.message)
+            await self._audit_failed_revoke(session, exc.message)
             log.warning("revoke of session %s failed, will retry: %s", session_id, exc.message)
             return False
         await self._mark_revoked(session)
@@ -699,7 +473,7 @@ class SessionService:
                     outcome="revoked",
                 )
 
-    async def _audit_revoke(self, session: Session, *, ok: bool, error: str) -> None:
+    async def _audit_failed_revoke(self, session: Session, error: str) -> None:
         async with self._db() as db, db.begin():
             audit.record(
                 db,
@@ -713,33 +487,11 @@ class SessionService:
                 error=error,
             )
 
-    async def pending_revokes(self, limit: int = 100) -> Sequence[str]:
-        async with self._db() as db:
-            rows = await db.scalars(
-                select(Session.id)
-                .where(Session.status != SessionStatus.ACTIVE, Session.revoked.is_(False))
-                .order_by(Session.ended_at)
-                .limit(limit)
-            )
-            return list(rows.all())
-
     async def retry_revokes(self) -> int:
         """One pass over ended sessions whose grant is not yet removed; returns
         how many are still pending."""
         left = 0
-        for session_id in await self.pending_revokes():
+        for session_id in await self.queries.pending_revokes():
             if not await self.revoke_ended(session_id):
                 left += 1
         return left
-
-
-def _issue_viewer_token(db: DbSession, token: str, session: Session, now: datetime) -> None:
-    """Store a viewer token for ``session`` (only its hash), bound to its owner."""
-    db.add(
-        ViewerToken(
-            token_hash=hash_token(token),
-            session_id=session.id,
-            user_id=session.user_id,
-            created_at=now,
-        )
-    )

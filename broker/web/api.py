@@ -1,4 +1,5 @@
-"""The REST API (DESIGN.md section 1): thin handlers over `SessionService`."""
+"""The REST API (DESIGN.md section 1): thin handlers over `SessionService`,
+`SessionQueries` and `Credentials`."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ from broker.core.audit import Actor, AuditQuery
 from broker.core.audit import query as audit_query
 from broker.core.auth import Principal
 from broker.core.errors import Forbidden, NotFound, Unavailable, Unprocessable
-from broker.core.sessions import SESSION_NOT_FOUND, looks_like_session_id
+from broker.core.models import looks_like_session_id
+from broker.core.queries import SESSION_NOT_FOUND
 from broker.core.workspaces import records
 from broker.web.http import (
     bearer_token,
     broker_of,
     client_ip,
-    is_jwt,
     json_response,
     optional_json_object,
     principal,
@@ -69,7 +70,7 @@ def _session_id(request: web.Request) -> str:
 
 async def list_sessions(request: web.Request) -> web.Response:
     who = await principal(request)
-    rows = await broker_of(request).sessions.list_for_user(
+    rows = await broker_of(request).queries.list_for_user(
         who.user_id, limit=_limit(request), before=request.query.get("before")
     )
     return json_response([session_json(s) for s in rows])
@@ -77,7 +78,7 @@ async def list_sessions(request: web.Request) -> web.Response:
 
 async def active_sessions(request: web.Request) -> web.Response:
     who = await principal(request)
-    rows = await broker_of(request).sessions.query(
+    rows = await broker_of(request).queries.query(
         user_id=who.user_id, status="active", limit=MAX_LIMIT
     )
     return json_response([session_json(s) for s in rows])
@@ -85,7 +86,7 @@ async def active_sessions(request: web.Request) -> web.Response:
 
 async def get_session(request: web.Request) -> web.Response:
     who = await principal(request)
-    session = await broker_of(request).sessions.get_for_user(who.user_id, _session_id(request))
+    session = await broker_of(request).queries.get_for_user(who.user_id, _session_id(request))
     return json_response(session_json(session))
 
 
@@ -93,18 +94,9 @@ async def disconnect_session(request: web.Request) -> web.Response:
     """Accepts the owner's JWT or the session's own viewer token."""
     broker = broker_of(request)
     session_id = _session_id(request)
-    token = bearer_token(request)
-    if is_jwt(token):
-        who = await broker.auth.authenticate(token)
-        user_id, actor = who.user_id, actor_for(request, who)
-    else:
-        session = await broker.sessions.session_for_viewer_token(token)
-        if session.id != session_id:
-            raise NotFound(SESSION_NOT_FOUND)
-        user_id = session.user_id
-        ip = client_ip(request, broker.settings.server.trusted_proxies)
-        actor = Actor(session.user_id, session.user_email, ip)
-    await broker.sessions.disconnect(user_id, session_id, actor)
+    user = await broker.credentials.session_user(session_id, bearer_token(request))
+    ip = client_ip(request, broker.settings.server.trusted_proxies)
+    await broker.sessions.disconnect(user.user_id, session_id, Actor(user.user_id, user.email, ip))
     return json_response({"message": "Session disconnected"})
 
 
@@ -114,7 +106,7 @@ async def disconnect_session(request: web.Request) -> web.Response:
 async def list_workspaces(request: web.Request) -> web.Response:
     who = await principal(request)
     broker = broker_of(request)
-    in_use = await broker.sessions.active_workspace_ids()
+    in_use = await broker.queries.active_workspace_ids()
     return json_response(
         [workspace_json(w, w.id in in_use) for w in broker.settings.workspaces if who.may_use(w)]
     )
@@ -123,7 +115,7 @@ async def list_workspaces(request: web.Request) -> web.Response:
 async def get_workspace(request: web.Request) -> web.Response:
     who = await principal(request)
     ws = _visible_workspace(request, who)
-    in_use = ws.id in await broker_of(request).sessions.active_workspace_ids()
+    in_use = ws.id in await broker_of(request).queries.active_workspace_ids()
     return json_response(workspace_json(ws, in_use))
 
 
@@ -217,7 +209,7 @@ async def admin_sessions(request: web.Request) -> web.Response:
     status = request.query.get("status")
     if status is not None and status not in ("active", "disconnected", "terminated"):
         raise Unprocessable("'status' must be active, disconnected or terminated")
-    rows = await broker_of(request).sessions.query(
+    rows = await broker_of(request).queries.query(
         status=status,
         user=request.query.get("user"),
         workspace_id=request.query.get("workspace"),

@@ -82,7 +82,6 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TypeVar
 
-import jwt
 from aiohttp import StreamReader, web
 from multidict import CIMultiDict
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -103,7 +102,7 @@ from broker.core.events import SessionEnded
 from broker.core.models import Session, SessionStatus
 from broker.core.runtime import Broker
 from broker.core.sessions import UNKNOWN_IP, looks_like_session_id
-from broker.web.http import BROKER, Handler, client_ip, is_jwt
+from broker.web.http import BROKER, Handler, client_ip
 from protocols.http_upstream import (
     Forwarding,
     HttpUpstream,
@@ -342,7 +341,7 @@ class WebProxy:
     async def sweep(self) -> None:
         """End streams whose session is no longer active (a lost event)."""
         for session_id in self.streams.session_ids():
-            session = await self._broker.sessions.get(session_id)
+            session = await self._broker.queries.get(session_id)
             if session is None or session.status != SessionStatus.ACTIVE:
                 self.streams.end(session_id, SESSION_ENDED)
 
@@ -419,14 +418,14 @@ class WebProxy:
         if request.content_type != "application/json":
             raise BadRequest("Send the viewer token as a JSON body", code="bad_content_type")
         token = await _token_from_body(request)
-        sessions = self._broker.sessions
+        credentials = self._broker.credentials
         cookies = self._cookie_values(request)
         if not token:
-            session = await sessions.session_for_app_cookie(session_id, cookies)
+            session = await credentials.app_session(session_id, cookies)
             return _signed_in_response(session)
         cookie = secrets.token_urlsafe(32)
         try:
-            session = await sessions.exchange_viewer_token(
+            session = await credentials.exchange_viewer_token(
                 token,
                 session_id,
                 cookie,
@@ -436,7 +435,7 @@ class WebProxy:
             if exc.code != "token_used" or not cookies:
                 raise
             # A reload of the entry page: fine if this browser is signed in already.
-            session = await sessions.session_for_app_cookie(session_id, cookies)
+            session = await credentials.app_session(session_id, cookies)
             return _signed_in_response(session)
         log.info("session %s: app cookie issued", session.id)
         resp = _signed_in_response(session)
@@ -469,9 +468,7 @@ class WebProxy:
         return values
 
     async def _signed_in(self, request: web.Request, session_id: str) -> Session:
-        return await self._broker.sessions.session_for_app_cookie(
-            session_id, self._cookie_values(request)
-        )
+        return await self._broker.credentials.app_session(session_id, self._cookie_values(request))
 
     # -- proxying ------------------------------------------------------------------
 
@@ -500,15 +497,9 @@ class WebProxy:
         value = value.strip()
         if scheme.lower() != "bearer" or not value:
             return False
-        if is_jwt(value):
-            return _is_broker_jwt(value, self._broker.settings)
-        if value in self._cookie_values(request):
-            return True
-        try:
-            await self._broker.sessions.session_for_viewer_token(value)
-        except Unauthorized:
-            return False
-        return True
+        return await self._broker.credentials.is_broker_credential(
+            value, self._cookie_values(request)
+        )
 
     async def _proxy_http(self, request: web.Request, session: Session) -> web.StreamResponse:
         limit = self._apps.max_request_bytes
@@ -648,16 +639,6 @@ def _require_open_path(session: Session) -> None:
 def _signed_in_response(session: Session) -> web.Response:
     body = json.dumps({"session_id": session.id, "location": "/"})
     return web.Response(text=body, content_type="application/json")
-
-
-def _is_broker_jwt(token: str, settings: Settings) -> bool:
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        return False
-    audience = claims.get("aud")
-    audiences = audience if isinstance(audience, list) else [audience]
-    return claims.get("iss") == settings.auth.issuer and settings.auth.audience in audiences
 
 
 def _ended_error(why: StreamEnd) -> BrokerError:

@@ -41,11 +41,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import jwt
 from aiohttp import web
 
 from broker.config import IPNetwork, Settings
-from broker.core.errors import BrokerError
 from broker.core.runtime import Broker
 from broker.web import redact
 from broker.web.apps import EXCHANGE_PATH, WEBPROXY
@@ -56,7 +54,6 @@ from broker.web.relay import Ending, close_websocket
 from protocols.status import GuacamoleStatus
 
 LAUNCH_ROUTE = "/api/workspaces/{workspace_id}/launch"
-MAX_SUBJECT = 255
 
 RATE_LIMITS: web.AppKey[RateLimits] = web.AppKey("rate_limits", RateLimits)
 ORIGINS: web.AppKey[OriginPolicy] = web.AppKey("origins", OriginPolicy)
@@ -96,7 +93,7 @@ class _Request:
         else:
             self.credential = _credential(request)
             self.presented = self.credential is not None
-        self.subject = _claimed_subject(self.credential or "", settings.auth.max_token_bytes)
+        self.subject = broker.credentials.claimed_subject(self.credential or "")
         route = request.match_info.route.resource
         canonical = route.canonical if route is not None else ""
         self.launch = not self.app_host and post and canonical == LAUNCH_ROUTE
@@ -166,7 +163,7 @@ async def _before(
         detail = "Too many launches from your address; try again later"
         return await _too_many(request, broker, wait, detail, "ip_launches")
     if seen.subject is not None and (wait := limits.user_launches.peek(seen.subject)):
-        if await _verifies(broker, seen.credential or ""):
+        if await broker.credentials.verifies(seen.credential or ""):
             detail = "Too many launches; try again later"
             return await _too_many(request, broker, wait, detail, "user_launches")
     return None
@@ -212,14 +209,6 @@ async def _too_many(
     return error_response(429, detail, "too_many_requests", {"Retry-After": str(seconds)})
 
 
-async def _verifies(broker: Broker, token: str) -> bool:
-    try:
-        await broker.auth.authenticate(token)
-    except BrokerError:
-        return False
-    return True
-
-
 def _peer_is_trusted(request: web.Request, trusted: Sequence[IPNetwork]) -> bool:
     return request.remote is not None and in_networks(request.remote, trusted)
 
@@ -232,17 +221,3 @@ def _credential(request: web.Request) -> str | None:
         return value.strip() if scheme.lower() == "bearer" else header
     token = request.query.get("token")
     return token
-
-
-def _claimed_subject(token: str, max_bytes: int) -> str | None:
-    """The ``sub`` a JWT names, unverified (only ever a rate-limit key)."""
-    if not token or len(token) > max_bytes or token.count(".") != 2:
-        return None
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except (jwt.PyJWTError, ValueError, TypeError):
-        return None
-    sub = claims.get("sub") if isinstance(claims, dict) else None
-    if not isinstance(sub, str) or not sub or len(sub) > MAX_SUBJECT:
-        return None
-    return sub

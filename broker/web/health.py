@@ -77,7 +77,7 @@ async def metrics(request: web.Request) -> web.Response:
     broker = broker_of(request)
     lines = list(broker.metrics.render())
     try:
-        counts = await asyncio.wait_for(broker.sessions.count_by_status(), CHECK_TIMEOUT)
+        counts = await asyncio.wait_for(broker.queries.count_by_status(), CHECK_TIMEOUT)
     except Exception as exc:  # metrics must render even when the database is down
         log.warning("session counts unavailable: %s", type(exc).__name__)
         counts = None

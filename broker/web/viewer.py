@@ -21,11 +21,10 @@ from aiohttp import web
 from broker.core.errors import BrokerError, ConfigError, NotFound, Unauthorized
 from broker.core.models import Session, SessionStatus
 from broker.core.runtime import Broker
-from broker.core.sessions import looks_like_session_id
 from broker.core.streams import DEFAULT_ENDING, DRAINING, ending_for
 from broker.core.workspaces import guacd_request, records, uses_guacd
 from broker.web.guard import note_refusal
-from broker.web.http import bearer_token, broker_of, is_jwt, json_response
+from broker.web.http import bearer_token, broker_of, json_response
 from broker.web.relay import Ending, Relay, TunnelSocket, close_websocket
 from protocols.display import DisplaySettings
 from protocols.errors import GuacdError
@@ -61,27 +60,10 @@ async def guacamole_js(request: web.Request) -> web.StreamResponse:
 # -- the viewer's own calls ------------------------------------------------------
 
 
-async def _session_for_credential(broker: Broker, session_id: str, token: str) -> Session:
-    """The session ``token`` may view: a viewer token of this session, or a JWT
-    of its owner. Ended sessions are returned too (the caller decides)."""
-    if not looks_like_session_id(session_id) or not token:
-        raise Unauthorized("Invalid viewer credential")
-    if is_jwt(token):
-        who = await broker.auth.authenticate(token)
-        session = await broker.sessions.get(session_id)
-        if session is None or session.user_id != who.user_id:
-            raise Unauthorized("Invalid viewer credential")
-        return session
-    session = await broker.sessions.session_of_viewer_token(token)
-    if session is None or session.id != session_id:
-        raise Unauthorized("Invalid viewer credential")
-    return session
-
-
 async def viewer_info(request: web.Request) -> web.Response:
     broker = broker_of(request)
-    session = await _session_for_credential(
-        broker, request.match_info["session_id"], bearer_token(request)
+    session = await broker.credentials.viewer_session(
+        request.match_info["session_id"], bearer_token(request)
     )
     if session.status != SessionStatus.ACTIVE:
         raise NotFound("Session has ended")
@@ -117,7 +99,7 @@ async def websocket_tunnel(request: web.Request) -> web.StreamResponse:
     if refusal is not None:
         await close_websocket(ws, refusal)
         return ws
-    session = await broker.sessions.get(session_id)
+    session = await broker.queries.get(session_id)
     assert session is not None
     await _stream(broker, ws, session, DisplaySettings.from_query(request.query.items()))
     return ws
@@ -127,7 +109,7 @@ async def _refusal(broker: Broker, session_id: str, token: str) -> Ending | None
     if broker.draining:
         return DRAINING
     try:
-        session = await _session_for_credential(broker, session_id, token)
+        session = await broker.credentials.viewer_session(session_id, token)
     except Unauthorized:
         return Ending(S.CLIENT_UNAUTHORIZED, "This viewer link is not valid")
     except BrokerError:
@@ -166,7 +148,7 @@ async def _stream(
     await broker.sessions.touch_viewers([session.id])
     try:
         # The session may have ended while guacd was connecting.
-        current = await broker.sessions.get(session.id)
+        current = await broker.queries.get(session.id)
         if current is None or current.status != SessionStatus.ACTIVE:
             relay.end(ending_for(current.end_reason or "") if current else DEFAULT_ENDING)
         ending = await relay.run()

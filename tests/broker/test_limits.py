@@ -141,13 +141,11 @@ async def test_input_keeps_a_session_from_idling(start_broker, make_settings, gu
     launched = (await api.launch("ws-vnc", token())).body
     ws = await open_tunnel(api, launched["session_id"], launched["viewer_token"])
     await read_until(ws, lambda f: "4.sync," in f)
-    before = {
-        sid: last_input for sid, _, _, last_input, _ in await broker.sessions.active_timings()
-    }
+    before = {sid: last_input for sid, _, _, last_input, _ in await broker.queries.active_timings()}
     await ws.send_str("3.key,5.65307,1.1;")
     await guacd.wait_for(lambda: any(i.opcode == "key" for i in guacd.received), timeout=10)
     # The relay noted the input before passing the key on; its write is in flight.
     await broker.sessions.background_written()
-    after = {sid: li for sid, _, _, li, _ in await broker.sessions.active_timings()}
+    after = {sid: li for sid, _, _, li, _ in await broker.queries.active_timings()}
     assert after[launched["session_id"]] > before[launched["session_id"]]
     await ws.close()

@@ -1,0 +1,138 @@
+"""What each credential proves, asked of `Credentials` directly (the HTTP
+tests check the same answers through the API, the viewer and the proxy)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from broker.core.audit import Action, Actor
+from broker.core.auth import mint_dev_token
+from broker.core.credentials import SessionUser
+from broker.core.errors import Forbidden, NotFound, Unauthorized
+from broker.core.models import EndReason
+from tests.broker.machine import Machine, StartMachine, user
+from tests.conftest import AUDIENCE, TEST_SECRET
+from tunnels.direct import DirectProvider
+
+pytestmark = pytest.mark.db
+
+Token = Callable[..., str]
+
+
+@pytest.fixture
+async def m(start_machine: StartMachine) -> Machine:
+    return await start_machine(DirectProvider())
+
+
+async def test_a_viewer_token_proves_its_session_until_it_ends(m: Machine) -> None:
+    launched = await m.launch("ws-linux")
+    sid, token = launched.session.id, launched.viewer_token
+    other = await m.launch("ws-rdp")
+
+    assert (await m.credentials.viewer_session(sid, token)).id == sid
+    assert (await m.credentials.session_for_viewer_token(token)).id == sid
+    with pytest.raises(Unauthorized, match="Invalid viewer credential"):
+        await m.credentials.viewer_session(sid, other.viewer_token)
+
+    await m.sessions.end(sid, EndReason.USER_DISCONNECT, Actor.system())
+
+    with pytest.raises(Unauthorized, match="Invalid or expired viewer token"):
+        await m.credentials.session_for_viewer_token(token)
+    # The viewer still learns which session it was, to show why it ended.
+    ended = await m.credentials.viewer_session(sid, token)
+    assert (ended.id, ended.end_reason) == (sid, "user_disconnect")
+
+
+async def test_a_jwt_views_only_its_owners_sessions(m: Machine, token: Token) -> None:
+    sid = (await m.launch("ws-linux")).session.id
+
+    assert (await m.credentials.viewer_session(sid, token("alice"))).id == sid
+    with pytest.raises(Unauthorized, match="Invalid viewer credential"):
+        await m.credentials.viewer_session(sid, token("bob"))
+    with pytest.raises(Unauthorized, match="Invalid viewer credential"):
+        await m.credentials.viewer_session("not-a-session", token("alice"))
+    with pytest.raises(Unauthorized):
+        await m.credentials.viewer_session(sid, token("alice", ttl=-60))
+
+
+async def test_who_may_act_on_a_session(m: Machine, token: Token) -> None:
+    launched = await m.launch("ws-linux")
+    sid = launched.session.id
+    other = await m.launch("ws-rdp", user("bob"))
+
+    alice = SessionUser("alice", "alice@example.com")
+    assert await m.credentials.session_user(sid, launched.viewer_token) == alice
+    assert await m.credentials.session_user(sid, token("alice")) == alice
+    # A JWT proves its user; whether the session is theirs is the caller's check.
+    bob = await m.credentials.session_user(sid, token("bob"))
+    assert bob == SessionUser("bob", "bob@example.com")
+    with pytest.raises(NotFound, match="Session not found"):
+        await m.credentials.session_user(sid, other.viewer_token)
+    with pytest.raises(NotFound):
+        await m.sessions.disconnect(bob.user_id, sid, Actor(bob.user_id, bob.email))
+
+
+async def test_a_viewer_token_is_traded_once_for_an_app_cookie(m: Machine) -> None:
+    launched = await m.launch("ws-wiki")
+    sid, token = launched.session.id, launched.viewer_token
+    desktop = await m.launch("ws-linux")
+
+    with pytest.raises(Unauthorized, match="Not signed in to this workspace"):
+        await m.credentials.app_session(sid, ["cookie-1"])
+    with pytest.raises(Forbidden, match="not an HTML5 web app"):
+        await m.credentials.exchange_viewer_token(
+            desktop.viewer_token, desktop.session.id, "cookie-0"
+        )
+    assert (await m.credentials.exchange_viewer_token(token, sid, "cookie-1")).id == sid
+    with pytest.raises(Unauthorized) as again:
+        await m.credentials.exchange_viewer_token(token, sid, "cookie-2")
+    assert again.value.code == "token_used"
+
+    assert (await m.credentials.app_session(sid, ["stale", "cookie-1"])).id == sid
+    with pytest.raises(Unauthorized) as unknown:
+        await m.credentials.app_session(sid, ["cookie-2"])
+    assert unknown.value.code == "not_signed_in"
+    assert len(await m.audit(session_id=sid, action=Action.OPEN_APP)) == 1
+
+    await m.sessions.end(sid, EndReason.ADMIN_TERMINATE, Actor.system())
+    with pytest.raises(Unauthorized) as ended:
+        await m.credentials.app_session(sid, ["cookie-1"])
+    assert ended.value.code == "session_ended"
+
+
+async def test_the_broker_credentials_a_proxied_app_must_not_see(m: Machine, token: Token) -> None:
+    launched = await m.launch("ws-wiki")
+    foreign = mint_dev_token(
+        TEST_SECRET,
+        issuer="someone-else",
+        audience=AUDIENCE,
+        sub="alice",
+        email="alice@example.com",
+    )
+    is_broker = m.credentials.is_broker_credential
+
+    assert await is_broker(token("alice"), [])
+    assert await is_broker(token("mallory", ttl=-60), [])  # expired, still the broker's
+    assert not await is_broker(foreign, [])
+    assert await is_broker("cookie-1", ["cookie-1"])
+    assert await is_broker(launched.viewer_token, [])
+    assert not await is_broker("the app's own token", [])
+
+    await m.sessions.end(launched.session.id, EndReason.ADMIN_TERMINATE, Actor.system())
+    assert not await is_broker(launched.viewer_token, [])
+
+
+async def test_only_a_jwt_names_a_user(m: Machine, token: Token) -> None:
+    viewer_token = (await m.launch("ws-linux")).viewer_token
+
+    assert (await m.credentials.principal(token("alice"))).user_id == "alice"
+    with pytest.raises(Unauthorized, match="Invalid token"):
+        await m.credentials.principal(viewer_token)
+    assert await m.credentials.verifies(token("alice"))
+    assert not await m.credentials.verifies(viewer_token)
+    assert not await m.credentials.verifies(token("alice", ttl=-60))
+    assert m.credentials.claimed_subject(token("alice", ttl=-60)) == "alice"
+    assert m.credentials.claimed_subject(viewer_token) is None
+    assert m.credentials.claimed_subject("a.b.c") is None
