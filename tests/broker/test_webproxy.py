@@ -30,8 +30,8 @@ from sqlalchemy import update
 
 from broker.config import Settings
 from broker.core.models import Session
-from broker.web.apps import app_entry_url
 from broker.web.http import BROKER
+from broker.web.origins import app_entry_url
 from protocols.simulated.webapp import BIG_DEFAULT_SIZE, SimulatedWebApp, big_body
 from tests.broker.apiclient import Api
 from tests.conftest import auth
@@ -536,7 +536,7 @@ async def test_session_end_closes_the_websocket_and_refuses_the_next_request(env
 
 
 async def test_a_lost_end_event_is_caught_by_the_sweep(make_env, token):
-    env = await make_env("\n[apps]\nsweep_seconds = 0.05\n")
+    env = await make_env("\n[limits]\nreaper_interval_seconds = 0.05\n")
     sid, viewer_token = await env.launch(token())
     browser = env.new_browser()
     await env.sign_in(browser, sid, viewer_token)
