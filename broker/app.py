@@ -87,7 +87,7 @@ def create_app(
     app[METRICS] = metrics
     app[RATE_LIMITS] = RateLimits(settings.ratelimit)
     app[ORIGINS] = OriginPolicy(settings.server.public_url, settings.server.cors_origins)
-    redact.install()
+    redact.install()  # the log redaction filter on aiohttp's loggers
     app.router.add_routes(api.routes())
     app.router.add_routes(health.routes())
     app.router.add_routes(viewer.routes())

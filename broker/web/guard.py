@@ -114,7 +114,7 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
     if refused is not None:
         return refused
     response = await handler(request)
-    return _after(request, broker, limits, seen, response)
+    return _after(request, limits, seen, response)
 
 
 def max_header_bytes(settings: Settings) -> int:
@@ -152,22 +152,21 @@ async def _before(
 ) -> web.StreamResponse | None:
     if seen.presented and (wait := limits.ip_failures.peek(seen.ip)):
         detail = "Too many failed sign-ins from your address; try again later"
-        return await _too_many(request, broker, wait, detail, "ip_auth_failures")
+        return await _too_many(request, wait, detail, "ip_auth_failures")
     if not seen.launch:
         return None
     if wait := limits.ip_launches.peek(seen.ip):
         detail = "Too many launches from your address; try again later"
-        return await _too_many(request, broker, wait, detail, "ip_launches")
+        return await _too_many(request, wait, detail, "ip_launches")
     if seen.subject is not None and (wait := limits.user_launches.peek(seen.subject)):
         if await _verifies(broker, seen.credential or ""):
             detail = "Too many launches; try again later"
-            return await _too_many(request, broker, wait, detail, "user_launches")
+            return await _too_many(request, wait, detail, "user_launches")
     return None
 
 
 def _after(
     request: web.Request,
-    broker: Broker,
     limits: RateLimits,
     seen: _Request,
     response: web.StreamResponse,
@@ -190,7 +189,7 @@ def _after(
 
 
 async def _too_many(
-    request: web.Request, broker: Broker, wait: float, detail: str, rule: str
+    request: web.Request, wait: float, detail: str, rule: str
 ) -> web.StreamResponse:
     metrics_of(request).edge_refusals.inc(reason=rule)
     seconds = retry_after(wait)
