@@ -211,10 +211,12 @@ async def run_until_signalled(app: web.Application, settings: Settings) -> None:
 
     1. ``/readyz`` fails at once and new launches and viewer connects get 503 /
        SERVER_BUSY, while the listener stays open for everything else;
-    2. live viewer streams get ``server.drain_grace_seconds`` to end by
-       themselves; a second signal cuts the wait short;
+    2. live streams (guacd viewers, HTML5 proxy requests and WebSockets) get
+       ``server.drain_grace_seconds`` to end by themselves; a second signal
+       cuts the wait short;
     3. the rest are closed with SERVER_BUSY (viewers reconnect to another
-       replica; their sessions stay active), then the server stops.
+       replica; their sessions stay active; proxied WebSockets get 1001),
+       then the server stops.
     """
     from broker.core.streams import DRAINING
     from broker.web.http import BROKER
@@ -232,17 +234,17 @@ async def run_until_signalled(app: web.Application, settings: Settings) -> None:
         received = await signals.get()
         broker = app[BROKER]
         broker.draining = True
-        streams = broker.viewers.count()
+        streams = broker.streams.count()
         grace = settings.server.drain_grace_seconds
-        log.info("signal %d: draining, %d viewer stream(s), up to %g s", received, streams, grace)
+        log.info("signal %d: draining, %d open stream(s), up to %g s", received, streams, grace)
         second = asyncio.ensure_future(signals.get())
-        empty = asyncio.ensure_future(broker.viewers.wait_empty())
+        empty = asyncio.ensure_future(broker.streams.wait_empty())
         await asyncio.wait({second, empty}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
         for task in (second, empty):
             task.cancel()
-        if broker.viewers.end_all(DRAINING):
+        if broker.streams.end_all(DRAINING):
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(broker.viewers.wait_empty(), 5)
+                await asyncio.wait_for(broker.streams.wait_empty(), 5)
     finally:
         await runner.cleanup()
 

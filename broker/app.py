@@ -3,6 +3,10 @@
 Each resource is set up in a cleanup context, so teardown runs only for what
 was set up, in reverse order. Dependencies can be injected (tests pass their
 own tunnel provider); what the app creates itself, it closes.
+
+Every middleware is in the one ordered list of `create_app`, and so is the
+one shutdown hook (`_end_streams`): every open stream, guacd viewer or HTML5
+proxy, ends there.
 """
 
 from __future__ import annotations
@@ -31,9 +35,12 @@ from broker.core.sessions import SessionService
 from broker.core.streams import DRAINING
 from broker.core.workspaces import check_workspaces
 from broker.demo import demo_environment
-from broker.web import api, apps, guard, health, viewer
+from broker.web import api, apps, health, redact, viewer
+from broker.web.apps import app_origin_middleware
+from broker.web.guard import ORIGINS, RATE_LIMITS, guard_middleware
 from broker.web.http import (
     BROKER,
+    METRICS,
     cors_middleware,
     errors_middleware,
     metrics_middleware,
@@ -41,6 +48,8 @@ from broker.web.http import (
     unexpected_middleware,
 )
 from broker.web.metrics import Metrics
+from broker.web.origins import OriginPolicy
+from broker.web.ratelimit import RateLimits
 from protocols.guacd import GuacdClient, GuacdEndpoint, GuacdTimeouts
 from tunnels.base import TunnelProvider
 from tunnels.direct import DirectProvider
@@ -60,7 +69,13 @@ def create_app(
     """The broker as an aiohttp app. ``tunnels`` (owned by the caller) or
     ``provider_factory`` replace the provider the settings name."""
     app = web.Application(
+        # In this order, outermost first.
         middlewares=[
+            # Every request, app origins included: header size, WebSocket
+            # Origin, rate limits (`broker.web.guard`).
+            guard_middleware,
+            # App origins are answered by the HTML5 proxy and go no further.
+            app_origin_middleware,
             cors_middleware(settings.server.cors_origins),
             metrics_middleware,
             errors_middleware,
@@ -71,14 +86,18 @@ def create_app(
         # token check (not the HTTP parser) decides about long tokens.
         handler_args={"max_field_size": max(8190, 2 * settings.auth.max_token_bytes + 64)},
     )
+    metrics = Metrics()
+    app[METRICS] = metrics
+    app[RATE_LIMITS] = RateLimits(settings.ratelimit)
+    app[ORIGINS] = OriginPolicy(settings.server.public_url, settings.server.cors_origins)
+    redact.install()  # the log redaction filter on aiohttp's loggers
     app.router.add_routes(api.routes())
     app.router.add_routes(health.routes())
     app.router.add_routes(viewer.routes())
     app.on_response_prepare.append(security_headers)
-    app.on_shutdown.append(_close_viewers)
-    app.cleanup_ctx.append(_lifetime(settings, tunnels, provider_factory))
-    apps.install(app)
-    guard.install(app, settings)
+    app.on_shutdown.append(_end_streams)
+    app.cleanup_ctx.append(_lifetime(settings, metrics, tunnels, provider_factory))
+    app.cleanup_ctx.append(apps.lifetime)  # needs the broker: after its context
     return app
 
 
@@ -106,7 +125,10 @@ def guacd_client(settings: GuacdSettings) -> GuacdClient:
 
 
 def _lifetime(
-    configured: Settings, injected: TunnelProvider | None, factory: ProviderFactory | None
+    configured: Settings,
+    metrics: Metrics,
+    injected: TunnelProvider | None,
+    factory: ProviderFactory | None,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
@@ -114,7 +136,7 @@ def _lifetime(
             if settings.demo.enabled and injected is None and factory is None:
                 settings = await stack.enter_async_context(demo_environment(settings))
             check_workspaces(settings.workspaces)
-            broker = await _build(stack, settings, injected, factory)
+            broker = await _build(stack, settings, metrics, injected, factory)
             app[BROKER] = broker
             _start_background(stack, broker)
             yield
@@ -125,6 +147,7 @@ def _lifetime(
 async def _build(
     stack: AsyncExitStack,
     settings: Settings,
+    metrics: Metrics,
     injected: TunnelProvider | None,
     factory: ProviderFactory | None,
 ) -> Broker:
@@ -147,7 +170,6 @@ async def _build(
         stack.push_async_callback(tunnels.aclose)
     auth = Authenticator(settings.auth)
     stack.push_async_callback(auth.aclose)
-    metrics = Metrics()
     events = _event_bus(settings, engine)
     if isinstance(events, PgEventBus):
         events.start()
@@ -171,12 +193,12 @@ async def _build(
         events,
         sessions,
         auth,
-        metrics,
         guacd=guacd,
         queries=sessions.queries,
         credentials=credentials,
     )
-    events.subscribe(broker.viewers.on_session_ended)
+    # The one subscription that closes a session's streams, whatever their kind.
+    events.subscribe(broker.streams.on_session_ended)
     return broker
 
 
@@ -199,7 +221,8 @@ def _start_background(stack: AsyncExitStack, broker: Broker) -> None:
     reconciler = Periodic("tunnel-reconciler", tunnel.reconcile_interval_seconds, reconcile_pass)
 
     async def reap_pass() -> None:
-        await reap_once(broker.sessions, broker.settings, broker.viewers)
+        # Also the one sweep of the open streams (`broker.core.reaper.sweep_streams`).
+        await reap_once(broker.sessions, broker.settings, broker.streams)
 
     reaper = Periodic("reaper", broker.settings.limits.reaper_interval_seconds, reap_pass)
     for loop in (revokes, reconciler, reaper):
@@ -236,10 +259,11 @@ async def seed_workspaces(db: Callable[[], DbSession], settings: Settings) -> No
         )
 
 
-async def _close_viewers(app: web.Application) -> None:
-    """On shutdown, live viewers are told SERVER_BUSY so they reconnect elsewhere;
+async def _end_streams(app: web.Application) -> None:
+    """On shutdown, every open stream ends with DRAINING: guacd viewers are told
+    SERVER_BUSY so they reconnect elsewhere, proxied WebSockets close with 1001;
     their sessions stay active."""
     broker = app.get(BROKER)
     if broker is not None:
         broker.draining = True
-        broker.viewers.end_all(DRAINING)
+        broker.streams.end_all(DRAINING)

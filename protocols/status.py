@@ -8,10 +8,13 @@ the same condition.
 Callers closing a viewer tunnel must use ``status.websocket_code`` as the close
 code and ``status.close_reason`` (the decimal code, nothing else) as the reason:
 guacamole-common-js shows any free text in the reason as an error.
+
+`Ending` is how one stream ends: a status and the text shown to the user.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import IntEnum
 
 
@@ -73,6 +76,16 @@ class GuacamoleStatus(IntEnum):
             if 0x0300 <= code <= 0x03FF:
                 return cls.CLIENT_BAD_REQUEST
             return cls.SERVER_ERROR
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How a stream ends: the status the viewer sees and, when not SUCCESS,
+    the text of an ``error`` instruction shown to the user (None: the other
+    side has said it already, e.g. guacd sent its own ``error``)."""
+
+    status: GuacamoleStatus
+    message: str | None = None
 
 
 _S = GuacamoleStatus

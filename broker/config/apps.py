@@ -19,7 +19,6 @@ class AppsSettings:
     read_timeout_seconds: float = 300.0
     max_request_bytes: int = 104857600
     ws_max_message_bytes: int = 4194304
-    sweep_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         parse_origin_template(self.origin_template)

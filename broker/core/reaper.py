@@ -1,4 +1,4 @@
-"""The reaper: ends sessions past their limits, and keeps this replica's viewer
+"""The reaper: ends sessions past their limits, and keeps this replica's open
 streams in step with the database.
 
 Limits (per workspace, with global defaults; 0 or negative: none):
@@ -13,10 +13,12 @@ first, and its viewers close with SESSION_TIMEOUT wherever they are. A pass
 that fails (database briefly unavailable) is simply retried at the next
 interval, so no session outlives its deadline by more than about one interval.
 
-The viewer sweep (each pass) marks the sessions whose streams this replica
-holds as watched (the idle-without-viewer clock) and closes streams whose
-session ended elsewhere, so a lost notification delays a close by one
-interval, never forever.
+The stream sweep (each pass, over `broker.core.streams.OpenStreams`) marks
+the sessions whose streams this replica holds as watched (the
+idle-without-viewer clock: a guacd viewer, or an HTML5 app's request or
+WebSocket open at that moment) and closes the streams whose session ended
+elsewhere, so a lost notification delays a close by one interval, never
+forever.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from broker.config import LimitSettings, Settings, effective_limit
 from broker.core.audit import Actor
 from broker.core.models import EndReason, utcnow
 from broker.core.sessions import SessionService
-from broker.core.streams import ViewerRegistry, ending_for
+from broker.core.streams import OpenStreams, ending_for
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +90,13 @@ async def due_sessions(sessions: SessionService, settings: Settings, now: dateti
 async def reap_once(
     sessions: SessionService,
     settings: Settings,
-    viewers: ViewerRegistry,
+    streams: OpenStreams,
     now: datetime | None = None,
 ) -> list[Due]:
-    """One pass: sweep this replica's viewers, then end every due session.
+    """One pass: sweep this replica's streams, then end every due session.
     ``now`` is for tests; the default is the current time."""
     now = now or utcnow()
-    await sweep_viewers(sessions, viewers, now)
+    await sweep_streams(sessions, streams, now)
     ended = []
     for item in await due_sessions(sessions, settings, now):
         if await sessions.end(item.session_id, item.reason, Actor.system(), limit=item.why):
@@ -103,10 +105,12 @@ async def reap_once(
     return ended
 
 
-async def sweep_viewers(sessions: SessionService, viewers: ViewerRegistry, now: datetime) -> None:
-    held = viewers.session_ids()
+async def sweep_streams(sessions: SessionService, streams: OpenStreams, now: datetime) -> None:
+    """Mark the sessions with streams here as watched at ``now``; end the
+    streams of those that are no longer active."""
+    held = streams.session_ids()
     if not held:
         return
     await sessions.touch_viewers(held, at=now)
     for session_id, reason in (await sessions.queries.end_reasons(held)).items():
-        viewers.end_session(session_id, ending_for(reason))
+        streams.end_session(session_id, ending_for(reason))

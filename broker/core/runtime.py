@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
@@ -15,13 +13,9 @@ from broker.core.db import DbSession
 from broker.core.events import EventBus
 from broker.core.queries import SessionQueries
 from broker.core.sessions import SessionService
-from broker.core.streams import ViewerRegistry
-from broker.web.metrics import Metrics
+from broker.core.streams import OpenStreams
 from protocols.guacd import GuacdClient
 from tunnels.base import TunnelProvider
-
-if TYPE_CHECKING:
-    from aiohttp.web import Request
 
 
 @dataclass
@@ -33,11 +27,9 @@ class Broker:
     events: EventBus
     sessions: SessionService
     auth: Authenticator
-    metrics: Metrics = field(default_factory=Metrics)
     guacd: GuacdClient | None = None
-    viewers: ViewerRegistry = field(default_factory=ViewerRegistry)
-    # Set by the HTML5 proxy: the URL a viewer of an html5 session is sent to.
-    app_url: Callable[[Request, str], str] | None = None
+    # Every open stream (guacd viewers, HTML5 proxy requests and WebSockets).
+    streams: OpenStreams = field(default_factory=OpenStreams)
     draining: bool = False
     queries: SessionQueries = field(kw_only=True)
     credentials: Credentials = field(kw_only=True)

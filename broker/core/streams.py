@@ -1,19 +1,36 @@
-"""The viewer streams this broker holds, and how a session's end closes them.
+"""The streams this broker holds open, by session, and how a session's end closes them.
 
-A session's end reason decides the Guacamole status its viewers see
+A stream is whatever a session's end must cut: a guacd viewer's relay, a
+request or WebSocket the HTML5 proxy is serving. Each registers in the one
+`OpenStreams` of the broker while it runs, so that
+
+- a `SessionEnded` event ends the session's streams at once (`on_session_ended`),
+- the reaper's sweep ends those whose session ended elsewhere (a lost event),
+  and marks the sessions held here as watched (the idle-without-viewer clock),
+- shutdown and drain end them all with `DRAINING` and wait for them to go.
+
+A session's end reason decides the Guacamole status its streams see
 (DESIGN.md section 2): SUCCESS for the user's own disconnect, SESSION_TIMEOUT
 for limits, SESSION_CLOSED for a stop or an admin, SERVER_BUSY while the broker
-drains (the viewer may reconnect to another replica).
+drains (the viewer may reconnect to another replica). Each kind of stream maps
+that `Ending` to its own wire (the relay: the status itself; the HTML5 proxy:
+its own WebSocket close codes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
 
 from broker.core.events import SessionEnded
-from broker.web.relay import Ending, Relay
+from protocols.status import Ending
 from protocols.status import GuacamoleStatus as S
+
+log = logging.getLogger(__name__)
 
 ENDINGS: dict[str, Ending] = {
     "user_disconnect": Ending(S.SUCCESS),
@@ -27,48 +44,76 @@ DRAINING = Ending(S.SERVER_BUSY, "The broker is restarting; reconnect to continu
 
 
 def ending_for(reason: str) -> Ending:
+    """The `Ending` a session's streams get for its end reason."""
     return ENDINGS.get(reason, DEFAULT_ENDING)
 
 
-class ViewerRegistry:
-    """The relays this broker holds, by session, so a session's end closes them."""
+class Stream(Protocol):
+    """One open stream of a session."""
+
+    def end(self, ending: Ending) -> None:
+        """Make the stream stop soon with ``ending`` (the first call wins). Called
+        from event handlers and sweeps: must return at once and never raise."""
+
+
+class OpenStreams:
+    """The open streams, by session id. Streams are held weakly: one that is
+    dropped without `remove` disappears by itself."""
 
     def __init__(self) -> None:
-        self._relays: dict[str, weakref.WeakSet[Relay]] = {}
+        self._open: dict[str, weakref.WeakSet[Stream]] = {}
         self._empty = asyncio.Event()
         self._empty.set()
 
-    def add(self, session_id: str, relay: Relay) -> None:
-        self._relays.setdefault(session_id, weakref.WeakSet()).add(relay)
+    def add(self, session_id: str, stream: Stream) -> None:
+        self._open.setdefault(session_id, weakref.WeakSet()).add(stream)
         self._empty.clear()
 
-    def remove(self, session_id: str, relay: Relay) -> None:
-        relays = self._relays.get(session_id)
-        if relays is not None:
-            relays.discard(relay)
-            if not relays:
-                del self._relays[session_id]
-        if not self._relays:
+    def remove(self, session_id: str, stream: Stream) -> None:
+        streams = self._open.get(session_id)
+        if streams is not None:
+            streams.discard(stream)
+            if not streams:
+                del self._open[session_id]
+        if not self._open:
             self._empty.set()
+
+    @contextmanager
+    def holding(self, session_id: str, stream: Stream) -> Iterator[None]:
+        """`add` for the ``with`` block, `remove` after it, however it ends."""
+        self.add(session_id, stream)
+        try:
+            yield
+        finally:
+            self.remove(session_id, stream)
 
     async def wait_empty(self) -> None:
         """Return once no stream is held."""
         await self._empty.wait()
 
     def count(self) -> int:
-        return sum(len(r) for r in self._relays.values())
+        return sum(len(s) for s in self._open.values())
 
     def session_ids(self) -> list[str]:
-        return list(self._relays)
+        """The sessions with at least one stream held here."""
+        return list(self._open)
+
+    def of(self, session_id: str) -> list[Stream]:
+        """The streams of ``session_id`` held now."""
+        return list(self._open.get(session_id, ()))
 
     def end_session(self, session_id: str, ending: Ending) -> int:
-        relays = list(self._relays.get(session_id, ()))
-        for relay in relays:
-            relay.end(ending)
-        return len(relays)
+        """End every stream of ``session_id``; how many there were. The streams
+        leave the registry as they finish, not here."""
+        streams = self.of(session_id)
+        for stream in streams:
+            stream.end(ending)
+        return len(streams)
 
     def end_all(self, ending: Ending) -> int:
         return sum(self.end_session(sid, ending) for sid in self.session_ids())
 
     async def on_session_ended(self, event: SessionEnded) -> None:
-        self.end_session(event.session_id, ending_for(event.reason))
+        """The `EventBus` subscriber: the session's streams end with its reason."""
+        if ended := self.end_session(event.session_id, ending_for(event.reason)):
+            log.info("session %s ended: closing %d stream(s)", event.session_id, ended)

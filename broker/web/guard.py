@@ -8,7 +8,7 @@ Before the request goes on:
    than 128 headers or a malformed request itself, with a plain-text 400,
    before any of the broker's code runs.)
 1. A browser WebSocket handshake from an origin that is not allowed
-   (`broker.origin` has the rule) is refused with 403, so no guacd or web-app
+   (`broker.web.origins` has the rule) is refused with 403, so no guacd or web-app
    connection is ever made for it.
 2. An address with too many failed sign-ins (``[ratelimit] ip_auth_failure_*``)
    gets 429 for every request that presents a credential (an
@@ -45,13 +45,13 @@ from aiohttp import web
 
 from broker.config import IPNetwork, Settings
 from broker.core.runtime import Broker
-from broker.web import redact
-from broker.web.apps import EXCHANGE_PATH, WEBPROXY
-from broker.web.http import BROKER, Handler, client_ip, error_response, in_networks
+from broker.web.apps import WEBPROXY
+from broker.web.http import BROKER, Handler, client_ip, error_response, in_networks, metrics_of
 from broker.web.origins import OriginPolicy, addressed_origin
 from broker.web.ratelimit import RateLimits, retry_after
-from broker.web.relay import Ending, close_websocket
-from protocols.status import GuacamoleStatus
+from broker.web.relay import close_websocket
+from broker.web.signin import EXCHANGE_PATH
+from protocols.status import Ending, GuacamoleStatus
 
 LAUNCH_ROUTE = "/api/workspaces/{workspace_id}/launch"
 
@@ -65,16 +65,6 @@ def note_refusal(request: web.Request, ending: Ending | None) -> None:
     close with CLIENT_UNAUTHORIZED): count it as a failed sign-in."""
     if ending is not None and ending.status == GuacamoleStatus.CLIENT_UNAUTHORIZED:
         request[AUTH_FAILED] = True
-
-
-def install(app: web.Application, settings: Settings) -> None:
-    """Put the guard in front of every other middleware of ``app`` (call it
-    last in ``create_app``, after `broker.web.apps.install`), and the log
-    redaction filter (`broker.redact`) on aiohttp's loggers."""
-    app[RATE_LIMITS] = RateLimits(settings.ratelimit)
-    app[ORIGINS] = OriginPolicy(settings.server.public_url, settings.server.cors_origins)
-    app.middlewares.insert(0, guard_middleware)
-    redact.install()
 
 
 class _Request:
@@ -101,13 +91,15 @@ class _Request:
 
 @web.middleware
 async def guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The first middleware of ``create_app``'s list; needs `RATE_LIMITS` and
+    `ORIGINS` set on the app."""
     broker = request.app[BROKER]
     if _header_bytes(request) > max_header_bytes(broker.settings):
-        broker.metrics.edge_refusals.inc(reason="headers_too_large")
+        metrics_of(request).edge_refusals.inc(reason="headers_too_large")
         return error_response(431, "Request headers too large", "headers_too_large")
     seen = _Request(request, broker)
     if not _origin_allowed(request, broker, seen):
-        broker.metrics.edge_refusals.inc(reason="websocket_origin")
+        metrics_of(request).edge_refusals.inc(reason="websocket_origin")
         return error_response(
             403, "WebSocket connections from this origin are not allowed", "origin_not_allowed"
         )
@@ -118,7 +110,7 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
     if refused is not None:
         return refused
     response = await handler(request)
-    return _after(request, broker, limits, seen, response)
+    return _after(request, limits, seen, response)
 
 
 def max_header_bytes(settings: Settings) -> int:
@@ -156,22 +148,21 @@ async def _before(
 ) -> web.StreamResponse | None:
     if seen.presented and (wait := limits.ip_failures.peek(seen.ip)):
         detail = "Too many failed sign-ins from your address; try again later"
-        return await _too_many(request, broker, wait, detail, "ip_auth_failures")
+        return await _too_many(request, wait, detail, "ip_auth_failures")
     if not seen.launch:
         return None
     if wait := limits.ip_launches.peek(seen.ip):
         detail = "Too many launches from your address; try again later"
-        return await _too_many(request, broker, wait, detail, "ip_launches")
+        return await _too_many(request, wait, detail, "ip_launches")
     if seen.subject is not None and (wait := limits.user_launches.peek(seen.subject)):
         if await broker.credentials.verifies(seen.credential or ""):
             detail = "Too many launches; try again later"
-            return await _too_many(request, broker, wait, detail, "user_launches")
+            return await _too_many(request, wait, detail, "user_launches")
     return None
 
 
 def _after(
     request: web.Request,
-    broker: Broker,
     limits: RateLimits,
     seen: _Request,
     response: web.StreamResponse,
@@ -181,7 +172,7 @@ def _after(
         limits.ip_failures.take(seen.ip)
         if seen.subject is not None and (wait := limits.user_failures.take(seen.subject)):
             if response.status == 401 and not response.prepared:
-                broker.metrics.edge_refusals.inc(reason="user_auth_failures")
+                metrics_of(request).edge_refusals.inc(reason="user_auth_failures")
                 detail = "Too many failed sign-ins for this user; try again later"
                 return error_response(
                     429, detail, "too_many_requests", {"Retry-After": str(retry_after(wait))}
@@ -194,9 +185,9 @@ def _after(
 
 
 async def _too_many(
-    request: web.Request, broker: Broker, wait: float, detail: str, rule: str
+    request: web.Request, wait: float, detail: str, rule: str
 ) -> web.StreamResponse:
-    broker.metrics.edge_refusals.inc(reason=rule)
+    metrics_of(request).edge_refusals.inc(reason=rule)
     seconds = retry_after(wait)
     offered = request.headers.get("Sec-WebSocket-Protocol", "")
     if "guacamole" in (p.strip() for p in offered.split(",")):

@@ -11,7 +11,7 @@ from aiohttp import web
 from sqlalchemy import text
 
 from broker.core.runtime import Broker
-from broker.web.http import broker_of, json_response
+from broker.web.http import broker_of, json_response, metrics_of
 from broker.web.metrics import Labels, gauge_lines
 from tunnels.base import Check
 
@@ -75,7 +75,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     broker = broker_of(request)
-    lines = list(broker.metrics.render())
+    lines = list(metrics_of(request).render())
     try:
         counts = await asyncio.wait_for(broker.queries.count_by_status(), CHECK_TIMEOUT)
     except Exception as exc:  # metrics must render even when the database is down

@@ -19,10 +19,14 @@ from broker.config import IPNetwork
 from broker.core.auth import Principal
 from broker.core.errors import BadRequest, BrokerError, TooManyRequests, Unauthorized
 from broker.core.runtime import Broker
+from broker.web.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+# Set by the broker's cleanup context: there only while the app runs.
 BROKER: web.AppKey[Broker] = web.AppKey("broker", Broker)
+# Set by ``create_app``: there from the start, so every middleware may count.
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 HTML_SECURITY_HEADERS = {
@@ -38,6 +42,10 @@ HTML_SECURITY_HEADERS = {
 
 def broker_of(request: web.Request) -> Broker:
     return request.app[BROKER]
+
+
+def metrics_of(request: web.Request) -> Metrics:
+    return request.app[METRICS]
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -182,7 +190,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
-        broker_of(request).metrics.requests.observe(
+        metrics_of(request).requests.observe(
             time.perf_counter() - started,
             route=route,
             method=request.method,

@@ -1,5 +1,7 @@
-"""Which browser origins may open a WebSocket to the broker.
+"""Origin policy: which browser origins may open a WebSocket to the broker,
+and the origin each HTML5 session's app is served from.
 
+**WebSocket origins.**
 Browsers send ``Origin`` with every WebSocket handshake and let any page open
 a WebSocket to any host, so the server has to check it. The rule:
 
@@ -19,13 +21,27 @@ a WebSocket to any host, so the server has to check it. The rule:
 
 Origins compare by scheme, host (case-insensitive) and port (default ports
 filled in), as browsers do.
+
+**App origins** (`AppOrigins`). ``[apps] origin_template`` turns a session id
+into an origin: ``http://{session}.localhost:{port}`` locally (Chromium
+resolves ``*.localhost`` to loopback; ``{port}`` is the port the browser
+reached the broker on, taken from the request's ``Host``, else
+``server.port``), or ``https://{session}.apps.example.com`` in production (a
+wildcard DNS name and certificate for the broker). A viewer of an html5
+session is sent to `app_entry_url` on that origin.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from yarl import URL
+
+from broker.config import Settings, parse_origin_template
+from broker.core.sessions import looks_like_session_id
+
+ENTRY_PATH = "/__broker/enter"
 
 Origin = tuple[str, str, int]
 
@@ -77,3 +93,82 @@ class OriginPolicy:
         if parsed in addressed:
             return True
         return not app_host and parsed in self._configured
+
+
+# -- app origins -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AppOrigins:
+    """The apps domain from ``[apps] origin_template``."""
+
+    scheme: str
+    domain: str  # ".localhost": what follows the session id
+    port: str  # "", digits, or "{port}"
+    fallback_port: int  # server.port, for "{port}" when the Host has none
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AppOrigins:
+        scheme, domain, port = parse_origin_template(settings.apps.origin_template)
+        return cls(scheme, domain, port, settings.server.port)
+
+    @property
+    def secure(self) -> bool:
+        return self.scheme == "https"
+
+    def session_of(self, host: str) -> str | None:
+        """The session id when ``host`` (a ``Host`` header) is under the apps
+        domain: "" for a host there that is no session's origin; None when it
+        is not an app host at all."""
+        name = _split_host(host)[0].lower().rstrip(".")
+        if not name.endswith(self.domain):
+            return None
+        session_id = name[: -len(self.domain)]
+        return session_id if looks_like_session_id(session_id) else ""
+
+    def origin(self, session_id: str, request_host: str) -> str:
+        """The origin of ``session_id``'s app, for a browser that reached the
+        broker at ``request_host``."""
+        port = self.port
+        if port == "{port}":
+            port = _split_host(request_host)[1] or str(self.fallback_port)
+        default = "443" if self.secure else "80"
+        suffix = f":{port}" if port and port != default else ""
+        return f"{self.scheme}://{session_id}{self.domain}{suffix}"
+
+
+def app_origin(settings: Settings, session_id: str, request_host: str) -> str:
+    """``session_id``'s app origin, e.g. ``http://<id>.localhost:8080``."""
+    return AppOrigins.from_settings(settings).origin(session_id, request_host)
+
+
+def app_entry_url(settings: Settings, session_id: str, request_host: str) -> str:
+    """Where a viewer of an html5 session goes, e.g.
+    ``http://<id>.localhost:8080/__broker/enter``; ``request_host`` is the
+    ``Host`` the browser used for the broker. Append ``#token=<viewer token>``
+    in the browser (never server-side: fragments stay out of logs)."""
+    return app_origin(settings, session_id, request_host) + ENTRY_PATH
+
+
+def same_origin(origin: str, scheme: str, host: str) -> bool:
+    """Whether ``origin`` (an ``Origin`` header) is ``scheme://host``."""
+    try:
+        given, expected = URL(origin), URL(f"{scheme}://{host}")
+    except ValueError:
+        return False
+    return given.is_absolute() and (given.scheme, given.host, given.port) == (
+        expected.scheme,
+        expected.host,
+        expected.port,
+    )
+
+
+def _split_host(host: str) -> tuple[str, str]:
+    """``Host`` header → (name, port or "")."""
+    if host.startswith("["):
+        end = host.find("]")
+        name, rest = host[: end + 1], host[end + 1 :]
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        name, _, port = host.partition(":")
+    return name, port if port.isdigit() else ""

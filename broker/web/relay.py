@@ -39,22 +39,13 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from protocols.errors import InstructionError
 from protocols.guacd import GuacdConnection
 from protocols.instruction import BoundaryScanner, Instruction, parse_instruction
-from protocols.status import GuacamoleStatus
+from protocols.status import Ending, GuacamoleStatus
 
 log = logging.getLogger(__name__)
 
 READ_SIZE = 65536
 MAX_BROWSER_MESSAGE = 8192 * 4 + 64  # guacd's 8192-character limit, in UTF-8 bytes
 WRITE_TIMEOUT = 15.0
-
-
-@dataclass(frozen=True, slots=True)
-class Ending:
-    """How a relay ends: the status the browser sees and, when not SUCCESS,
-    an ``error`` instruction's text shown to the user (None: guacd already sent it)."""
-
-    status: GuacamoleStatus
-    message: str | None = None
 
 
 @dataclass(slots=True)

@@ -24,10 +24,13 @@ from broker.core.runtime import Broker
 from broker.core.streams import DEFAULT_ENDING, DRAINING, ending_for
 from broker.core.workspaces import guacd_request, records, uses_guacd
 from broker.web.guard import note_refusal
-from broker.web.http import bearer_token, broker_of, json_response
-from broker.web.relay import Ending, Relay, TunnelSocket, close_websocket
+from broker.web.http import bearer_token, broker_of, json_response, metrics_of
+from broker.web.metrics import Metrics
+from broker.web.origins import app_entry_url
+from broker.web.relay import Relay, TunnelSocket, close_websocket
 from protocols.display import DisplaySettings
 from protocols.errors import GuacdError
+from protocols.status import Ending
 from protocols.status import GuacamoleStatus as S
 
 log = logging.getLogger(__name__)
@@ -70,7 +73,7 @@ async def viewer_info(request: web.Request) -> web.Response:
     ws = broker.settings.workspace(session.workspace_id)
     app_url = None
     if ws is not None and not uses_guacd(ws):
-        app_url = broker.app_url(request, session.id) if broker.app_url else None
+        app_url = app_entry_url(broker.settings, session.id, request.host)
     return json_response(
         {
             "session_id": session.id,
@@ -101,7 +104,8 @@ async def websocket_tunnel(request: web.Request) -> web.StreamResponse:
         return ws
     session = await broker.queries.get(session_id)
     assert session is not None
-    await _stream(broker, ws, session, DisplaySettings.from_query(request.query.items()))
+    display = DisplaySettings.from_query(request.query.items())
+    await _stream(broker, metrics_of(request), ws, session, display)
     return ws
 
 
@@ -123,7 +127,11 @@ async def _refusal(broker: Broker, session_id: str, token: str) -> Ending | None
 
 
 async def _stream(
-    broker: Broker, ws: web.WebSocketResponse, session: Session, display: DisplaySettings
+    broker: Broker,
+    metrics: Metrics,
+    ws: web.WebSocketResponse,
+    session: Session,
+    display: DisplaySettings,
 ) -> None:
     workspace = broker.settings.workspace(session.workspace_id)
     assert workspace is not None and broker.guacd is not None
@@ -144,7 +152,7 @@ async def _stream(
         on_input=lambda: broker.sessions.note_activity(session.id),
         input_interval=broker.settings.limits.activity_write_seconds,
     )
-    broker.viewers.add(session.id, relay)
+    broker.streams.add(session.id, relay)
     await broker.sessions.touch_viewers([session.id])
     try:
         # The session may have ended while guacd was connecting.
@@ -153,10 +161,10 @@ async def _stream(
             relay.end(ending_for(current.end_reason or "") if current else DEFAULT_ENDING)
         ending = await relay.run()
     finally:
-        broker.viewers.remove(session.id, relay)
+        broker.streams.remove(session.id, relay)
         with contextlib.suppress(Exception):  # the detach time is best effort
             await broker.sessions.touch_viewers([session.id])
-        broker.metrics.relayed(relay.stats)
+        metrics.relayed(relay.stats)
     log.info("viewer of session %s closed: status %d", session.id, ending.status)
 
 

@@ -83,7 +83,7 @@ async def test_reaper_ends_due_sessions_closes_streams_and_audits(api, token):
     now = datetime.now(UTC)
     # 16 minutes on: the unwatched session is idle (no viewer), the watched one is not.
     ended = await reap_once(
-        broker.sessions, broker.settings, broker.viewers, now + timedelta(minutes=16)
+        broker.sessions, broker.settings, broker.streams, now + timedelta(minutes=16)
     )
     assert [(d.session_id, d.reason) for d in ended] == [
         (unwatched.body["session_id"], EndReason.IDLE_TIMEOUT)
@@ -92,7 +92,7 @@ async def test_reaper_ends_due_sessions_closes_streams_and_audits(api, token):
     assert (s["status"], s["end_reason"]) == ("disconnected", "idle_timeout")
     # Eight hours on: the watched one reached the maximum duration, its viewer is told.
     ended = await reap_once(
-        broker.sessions, broker.settings, broker.viewers, now + timedelta(hours=8)
+        broker.sessions, broker.settings, broker.streams, now + timedelta(hours=8)
     )
     assert [d.reason for d in ended] == [EndReason.MAX_DURATION]
     frames, code, reason = await finish(ws)
@@ -104,7 +104,7 @@ async def test_reaper_ends_due_sessions_closes_streams_and_audits(api, token):
     assert all(e["user_id"] is None for e in entries)  # the system, not a user
     # A second replica's pass finds nothing left to do.
     again = await reap_once(
-        broker.sessions, broker.settings, broker.viewers, now + timedelta(hours=9)
+        broker.sessions, broker.settings, broker.streams, now + timedelta(hours=9)
     )
     assert again == []
 

@@ -334,7 +334,7 @@ async def test_slow_reader_applies_backpressure(broker_for, token):
         assert firehose.written < 48 * 1024 * 1024  # would be unbounded without backpressure
         relay_buffers = [
             r.ws._writer.transport.get_write_buffer_size()  # type: ignore[union-attr]
-            for r in api.client.app[BROKER].viewers._relays[launched["session_id"]]
+            for r in api.client.app[BROKER].streams.of(launched["session_id"])
         ]
         assert all(size < 8 * 1024 * 1024 for size in relay_buffers)
         # Reading again lets everything through, intact.

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from broker.config import Settings
-from broker.web.apps import app_entry_url
+from broker.web.origins import app_entry_url
 from protocols.simulated.guacd import SimulatedGuacd, SimulatedGuacdOptions
 from protocols.simulated.webapp import SimulatedWebApp
 from tests.broker.apiclient import Api

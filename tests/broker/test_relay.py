@@ -1,0 +1,175 @@
+"""The relay on its own: guacd's side is the other end of a socket pair (no
+guacd, no broker), the browser a real aiohttp WebSocket client. And the relay
+as one kind of stream among others in the broker's one registry."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import pytest
+from aiohttp import WSMsgType, web
+from aiohttp.test_utils import TestServer
+
+from broker.core.events import SessionEnded
+from broker.core.streams import OpenStreams
+from broker.web.apps import ProxiedStream
+from broker.web.relay import Relay
+from protocols.guacd import GuacdConnection, GuacdEndpoint
+from protocols.instruction import Instruction
+from protocols.status import Ending, GuacamoleStatus
+
+TIMEOUT = 10
+TUNNEL_ID = re.compile(r"^0\.,36\.[0-9a-f-]{36};$")
+SYNC = "4.sync,1.1;"
+
+
+@dataclass
+class Relayed:
+    browser: aiohttp.ClientWebSocketResponse
+    guacd_reader: asyncio.StreamReader
+    guacd_writer: asyncio.StreamWriter
+    relay: Relay
+    result: asyncio.Future[Ending]  # what `Relay.run` returned
+
+    async def from_guacd(self, size: int) -> str:
+        """The next ``size`` bytes the relay wrote to guacd."""
+        data = await asyncio.wait_for(self.guacd_reader.readexactly(size), TIMEOUT)
+        return data.decode()
+
+    async def to_browser(self, text: str) -> None:
+        self.guacd_writer.write(text.encode())
+        await self.guacd_writer.drain()
+
+    async def browser_reads(self) -> str:
+        return await self.browser.receive_str(timeout=TIMEOUT)
+
+    async def browser_close(self) -> tuple[list[str], int, str]:
+        """The text frames until the close, the close code and reason."""
+        frames = []
+        while True:
+            msg = await self.browser.receive(timeout=TIMEOUT)
+            if msg.type != WSMsgType.TEXT:
+                assert msg.type == WSMsgType.CLOSE, msg
+                return frames, int(msg.data), str(msg.extra)
+            frames.append(msg.data)
+
+
+@pytest.fixture
+async def relayed() -> AsyncIterator[Relayed]:
+    broker_end, guacd_end = socket.socketpair()
+    relays: asyncio.Queue[Relay] = asyncio.Queue()
+    result: asyncio.Future[Ending] = asyncio.get_running_loop().create_future()
+
+    async def tunnel(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(protocols=("guacamole",))
+        await ws.prepare(request)
+        reader, writer = await asyncio.open_connection(sock=broker_end)
+        guacd = GuacdConnection(
+            reader, writer, GuacdEndpoint("socketpair"), "VERSION_1_5_0", (), "$test"
+        )
+        relay = Relay(ws, guacd)
+        relays.put_nowait(relay)
+        result.set_result(await relay.run())
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/tunnel", tunnel)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    guacd_reader, guacd_writer = await asyncio.open_connection(sock=guacd_end)
+    http = aiohttp.ClientSession()
+    try:
+        browser = await http.ws_connect(server.make_url("/tunnel"), protocols=("guacamole",))
+        relay = await asyncio.wait_for(relays.get(), TIMEOUT)
+        pair = Relayed(browser, guacd_reader, guacd_writer, relay, result)
+        assert TUNNEL_ID.match(await pair.browser_reads())  # the relay's first frame
+        yield pair
+    finally:
+        await http.close()
+        guacd_writer.close()
+        await server.close()
+        broker_end.close()
+
+
+async def test_bytes_pass_both_ways(relayed: Relayed) -> None:
+    drawn = "4.size,1.0,4.1024,3.768;" + SYNC
+    await relayed.to_browser(drawn)
+    assert await relayed.browser_reads() == drawn
+    key = "3.key,5.65307,1.1;"
+    await relayed.browser.send_str(key)
+    assert await relayed.from_guacd(len(key)) == key
+    # A whole instruction split over two reads reaches the browser whole.
+    await relayed.to_browser("4.sync,")
+    await relayed.to_browser("1.2;")
+    assert await relayed.browser_reads() == "4.sync,1.2;"
+
+
+async def test_ping_is_echoed_and_never_reaches_guacd(relayed: Relayed) -> None:
+    ping = "0.,4.ping,13.1700000000000;"
+    await relayed.browser.send_str(ping)
+    assert await relayed.browser_reads() == ping
+    await relayed.browser.send_str("3.nop;")
+    assert await relayed.from_guacd(len("3.nop;")) == "3.nop;"  # the first thing guacd got
+
+
+async def test_input_is_held_until_guacds_first_sync(relayed: Relayed) -> None:
+    moves = ["5.mouse,2.10,2.10,1.0;", "5.mouse,2.20,2.20,1.0;"]
+    key = "3.key,5.65307,1.1;"
+    for text in [*moves, key, "3.nop;"]:
+        await relayed.browser.send_str(text)
+    # The keep-alive went through; the input sent before it did not.
+    assert await relayed.from_guacd(len("3.nop;")) == "3.nop;"
+    await relayed.to_browser(SYNC)
+    assert await relayed.browser_reads() == SYNC
+    # Then the input, the moves coalesced into the latest position.
+    held = moves[1] + key
+    assert await relayed.from_guacd(len(held)) == held
+
+
+@pytest.mark.parametrize(
+    ("ending", "code", "reason"),
+    [
+        (Ending(GuacamoleStatus.SESSION_TIMEOUT, "The session was idle for too long"), 1002, "522"),
+        (Ending(GuacamoleStatus.SERVER_BUSY, "The broker is restarting"), 1008, "513"),
+        (Ending(GuacamoleStatus.SUCCESS), 1000, "0"),
+    ],
+)
+async def test_end_closes_the_browser_with_the_status(
+    relayed: Relayed, ending: Ending, code: int, reason: str
+) -> None:
+    relayed.relay.end(ending)
+    frames, closed_code, closed_reason = await relayed.browser_close()
+    assert (closed_code, closed_reason) == (code, reason)
+    if ending.message is None:
+        assert frames == []
+    else:
+        assert frames == [Instruction.of("error", ending.message, int(ending.status)).encode()]
+    assert await asyncio.wait_for(relayed.result, TIMEOUT) == ending
+    assert await asyncio.wait_for(relayed.guacd_reader.read(), TIMEOUT) == b""  # guacd let go
+
+
+async def test_one_session_end_reaches_every_kind_of_stream(relayed: Relayed) -> None:
+    """A guacd relay and a proxied HTML5 stream held for one session both end
+    through the one registry, each in its own terms."""
+    streams = OpenStreams()
+    proxied = ProxiedStream()
+    streams.add("s-1", relayed.relay)
+    streams.add("s-1", proxied)
+    streams.add("s-2", other := ProxiedStream())
+    assert streams.count() == 3
+
+    await streams.on_session_ended(SessionEnded("s-1", "workspace_stop"))
+
+    frames, code, reason = await relayed.browser_close()
+    assert (code, reason) == (1002, "523")  # SESSION_CLOSED, what guacamole-common-js shows
+    assert frames == [Instruction.of("error", "The workspace was stopped", 523).encode()]
+    assert proxied.close() == (4000, "session ended")
+    assert other.ending is None  # another session's stream goes on
+    streams.remove("s-1", relayed.relay)
+    streams.remove("s-1", proxied)
+    assert streams.session_ids() == ["s-2"]
