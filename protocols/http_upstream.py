@@ -1,5 +1,5 @@
 """The HTTP upstream of an HTML5 workspace: header rules, a streaming client, and a
-WebSocket relay. The broker's proxy (`broker.webproxy`) is the only caller;
+WebSocket relay. The broker's proxy (`broker.web.apps`) is the only caller;
 nothing here knows about sessions or cookies' meaning, only their names.
 
 Header rules (RFC 9110 section 7.6.1 and the usual reverse-proxy practice):

@@ -142,7 +142,7 @@ class ViewerToken(Base):
 
 
 class AppCookie(Base):
-    """The credential of an HTML5 workspace's origin (`broker.webproxy`): a random
+    """The credential of an HTML5 workspace's origin (`broker.web.apps`): a random
     cookie value, stored only as a hash, bound to one session and its user. It
     is valid only while that session is active."""
 

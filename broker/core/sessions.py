@@ -44,14 +44,10 @@ from broker.core.models import (
     EndReason,
     Session,
     SessionStatus,
-    looks_like_session_id,
     utcnow,
 )
-from broker.core.queries import SESSION_NOT_FOUND, SessionQueries
+from broker.core.queries import SessionQueries
 from tunnels.base import Grant, Target, TunnelError, TunnelProvider, TunnelStatus
-
-# Re-exported for old imports: they live in `broker.core.models` and `broker.core.queries`.
-__all__ = ["SESSION_NOT_FOUND", "UNKNOWN_IP", "Launched", "SessionService", "looks_like_session_id"]
 
 log = logging.getLogger(__name__)
 

@@ -279,7 +279,7 @@ class WebProxy:
         if not web.WebSocketResponse().can_prepare(request).ok:
             raise BadRequest("Not a valid WebSocket handshake")
         # A sibling app's origin (same site: the cookie would ride along) was
-        # refused already by broker.guard, which checks every WebSocket Origin.
+        # refused already by broker.web.guard, which checks every WebSocket Origin.
         url = self._upstream_url(session, request)
         headers = await self._headers_for_app(request, websocket=True)
         offered = request.headers.get("Sec-WebSocket-Protocol", "")

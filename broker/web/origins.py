@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from yarl import URL
 
 from broker.config import Settings, parse_origin_template
-from broker.core.sessions import looks_like_session_id
+from broker.core.models import looks_like_session_id
 
 ENTRY_PATH = "/__broker/enter"
 

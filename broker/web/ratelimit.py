@@ -10,7 +10,7 @@ makes up; an evicted key simply starts again with a full bucket.
 The limits are per broker process: with several replicas each one counts on
 its own (a caller spread over N replicas gets up to N times the budget).
 
-No I/O and no HTTP here: `broker.guard` applies these at the HTTP edge.
+No I/O and no HTTP here: `broker.web.guard` applies these at the HTTP edge.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The schema: Alembic migrations from an empty database, their agreement with
-`broker.models`, the database-level guarantees the session logic leans on, and the
+`broker.core.models`, the database-level guarantees the session logic leans on, and the
 SQLite tuning. Runs on SQLite, and on PostgreSQL in the CI database run."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``[ratelimit]``: launches and failed sign-ins, per user and per address,
-answered 429 with ``Retry-After`` and a JSON detail (`broker.guard`), and the
-token buckets underneath (`broker.ratelimit`)."""
+answered 429 with ``Retry-After`` and a JSON detail (`broker.web.guard`), and the
+token buckets underneath (`broker.web.ratelimit`)."""
 
 from __future__ import annotations
 

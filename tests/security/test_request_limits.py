@@ -1,5 +1,5 @@
 """Request size limits: bodies past ``server.max_body_bytes`` are a JSON 413,
-headers past `broker.guard.max_header_bytes` a JSON 431; what aiohttp's
+headers past `broker.web.guard.max_header_bytes` a JSON 431; what aiohttp's
 parser refuses itself (a line past its limit, too many headers, garbage) is
 its plain 400 and a closed connection. Never a 500, and nothing the client
 sent ends up in the log."""

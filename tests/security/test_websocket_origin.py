@@ -1,4 +1,4 @@
-"""Browser WebSockets are only accepted from allowed origins (`broker.origin`):
+"""Browser WebSockets are only accepted from allowed origins (`broker.web.origins`):
 the viewer page's own origin, ``server.public_url``, ``server.cors_origins``;
 on an HTML5 app origin, that origin only. A refused handshake is a 403 before
 any guacd or web-app connection; clients without ``Origin`` (not browsers)

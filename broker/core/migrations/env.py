@@ -1,4 +1,4 @@
-"""Alembic environment: runs on a connection handed in by ``broker.db.migrate``,
+"""Alembic environment: runs on a connection handed in by ``broker.core.db.migrate``,
 or opens its own async engine when run from the alembic command line."""
 
 from __future__ import annotations
