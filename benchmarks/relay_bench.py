@@ -35,7 +35,7 @@ from pathlib import Path
 import aiohttp
 
 ROOT = Path(__file__).resolve().parents[1]
-CAPTURES = ROOT.parent / "shared" / "guacd"
+CAPTURES = ROOT / "tests" / "data"  # copies of real guacd output (tests/data/README.md)
 SECRET = "relay-benchmark-secret-0123456789abcdef"
 
 
