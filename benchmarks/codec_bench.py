@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/codec_bench.py [--capture PATH] [--chunk BYTES] [--repeat N]
+    .venv/bin/python -m benchmarks.codec_bench [--capture PATH] [--chunk BYTES] [--repeat N]
 
 Prints MB/s (10^6 bytes a second, best of N runs) for:
 
