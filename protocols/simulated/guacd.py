@@ -17,7 +17,7 @@ or in-process::
     await server.wait_for(lambda: server.crashes == 1, timeout=5)
     await server.aclose()
 
-What it draws (``Mode.DESKTOP``) and where: see `protocols.simulated_desktop`
+What it draws (``Mode.DESKTOP``) and where: see `protocols.simulated.desktop`
 (background RGB (32, 64, 128); protocol marker at (0, 0, 32, 32); a left
 click paints a 40x40 square of (255, 128, 0) centred on it, a right click
 (0, 200, 255); key presses type white 12x20 blocks from (8, 48)). The first
