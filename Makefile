@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: run test install system-deps lint typecheck unit test-pg bench chaos fuzz soak clean
+.PHONY: run test quick install system-deps lint typecheck unit test-pg bench chaos fuzz soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: system-deps install lint typecheck unit
 ## Debian packages the tests need (Chromium, PostgreSQL client, Node.js), when missing.
 system-deps:
 	bash scripts/install-system-deps.sh
+
+## The quick loop while working: every test but the slow ones (soak, chaos, fuzz...).
+quick: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 LINTED := broker tunnels protocols scripts benchmarks
 

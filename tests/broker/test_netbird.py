@@ -285,6 +285,7 @@ async def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProces
     )
 
 
+@pytest.mark.slow  # several broker processes: over 10 s
 async def test_netbird_cli_check_and_enrol_key(sim, tmp_path, database_url):
     admin_token = ADMIN_TOKEN
     config = tmp_path / "broker.toml"

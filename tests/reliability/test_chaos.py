@@ -15,6 +15,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
+pytestmark = pytest.mark.slow
+
 
 def run_chaos(kills: int, database_url: str = "") -> dict[str, object]:
     cmd = [sys.executable, "-m", "scripts.chaos", "--kills", str(kills), "--seed", "7"]
