@@ -7,12 +7,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: run test install system-deps lint typecheck unit test-pg bench chaos fuzz soak clean
+.PHONY: run test quick install system-deps lint typecheck unit test-pg bench chaos fuzz soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,demo]'
 	touch $(STAMP)
 
 NODE_STAMP := node_modules/.installed
@@ -34,9 +34,15 @@ test: system-deps install lint typecheck unit
 system-deps:
 	bash scripts/install-system-deps.sh
 
+## The quick loop while working: every test but the slow ones (soak, chaos, fuzz...).
+quick: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+LINTED := broker tunnels protocols scripts benchmarks
+
 lint: install
-	$(BIN)/ruff check broker tunnels protocols tests
-	$(BIN)/ruff format --check broker tunnels protocols
+	$(BIN)/ruff check $(LINTED) tests
+	$(BIN)/ruff format --check $(LINTED)
 
 typecheck: install
 	$(BIN)/mypy
@@ -50,21 +56,21 @@ test-pg: install
 
 ## Benchmarks: codec throughput and the relay's CPU per MB (scripts that print numbers).
 bench: install
-	$(BIN)/python benchmarks/codec_bench.py
-	$(BIN)/python benchmarks/relay_bench.py
+	$(BIN)/python -m benchmarks.codec_bench
+	$(BIN)/python -m benchmarks.relay_bench
 
 ## The full chaos run: a broker killed 50 times under load, then every invariant checked.
 chaos: install
-	$(BIN)/python scripts/chaos.py --kills 50
+	$(BIN)/python -m scripts.chaos --kills 50
 
 ## Schema fuzzing of /api with schemathesis: 1000+ requests, zero 5xx, zero schema violations.
 fuzz: install
-	$(BIN)/python scripts/fuzz_api.py --requests $(or $(REQUESTS),1000)
+	$(BIN)/python -m scripts.fuzz_api --requests $(or $(REQUESTS),1000)
 
 ## Soak: 200 viewer streams plus steady launches and disconnects for 10 minutes;
 ## checks errors, RSS, file descriptors and asyncio tasks (STREAMS=, MINUTES= to change).
 soak: install
-	$(BIN)/python scripts/soak.py --streams $(or $(STREAMS),200) --minutes $(or $(MINUTES),10)
+	$(BIN)/python -m scripts.soak --streams $(or $(STREAMS),200) --minutes $(or $(MINUTES),10)
 
 clean:
 	rm -rf $(VENV) node_modules data .pytest_cache .mypy_cache .ruff_cache

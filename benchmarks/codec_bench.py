@@ -2,7 +2,7 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python benchmarks/codec_bench.py [--capture PATH] [--chunk BYTES] [--repeat N]
+    .venv/bin/python -m benchmarks.codec_bench [--capture PATH] [--chunk BYTES] [--repeat N]
 
 Prints MB/s (10^6 bytes a second, best of N runs) for:
 
@@ -24,9 +24,8 @@ from pathlib import Path
 
 from protocols.instruction import BoundaryScanner, Parser
 
-DEFAULT_CAPTURE = (
-    Path(__file__).resolve().parents[1].parent / "shared" / "guacd" / "vnc-x11vnc-20s.guac"
-)
+# A copy of real guacd output kept in the repository (tests/data/README.md).
+DEFAULT_CAPTURE = Path(__file__).resolve().parents[1] / "tests" / "data" / "vnc-x11vnc-20s.guac"
 
 
 def _chunks(data: bytes, size: int) -> list[bytes]:

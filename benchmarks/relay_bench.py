@@ -1,8 +1,8 @@
 """The relay's cost: CPU time of the broker process per MB relayed to browsers.
 
-Usage (from the repository root; `make bench-relay` runs it)::
+Usage (from the repository root; `make bench` runs it)::
 
-    .venv/bin/python benchmarks/relay_bench.py [--viewers 8] [--rounds 4] [--capture PATH]
+    .venv/bin/python -m benchmarks.relay_bench [--viewers 8] [--rounds 4] [--capture PATH]
 
 Three processes on loopback, so each one's CPU is its own:
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,34 +33,17 @@ from pathlib import Path
 
 import aiohttp
 
-ROOT = Path(__file__).resolve().parents[1]
-CAPTURES = ROOT.parent / "shared" / "guacd"
+from broker.core.auth import mint_dev_token
+from scripts.processes import ROOT, free_port, start_broker, stop_process, wait_ready
+
+CAPTURES = ROOT / "tests" / "data"  # copies of real guacd output (tests/data/README.md)
 SECRET = "relay-benchmark-secret-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
-
-
-async def wait_http(url: str) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(300):
-            try:
-                async with http.get(url) as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 async def wait_port(port: int) -> None:
@@ -89,9 +71,7 @@ async def view(http: aiohttp.ClientSession, url: str, expected: int) -> tuple[in
     return got, frames
 
 
-def mint(base: str) -> str:
-    from broker.core.auth import mint_dev_token
-
+def mint() -> str:
     return mint_dev_token(SECRET, issuer="bench", audience="bench", sub="bench", email="b@x")
 
 
@@ -115,8 +95,6 @@ def start(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], subprocess
         type = "{args.capture.name.split("-")[0]}"
         """)
     )
-    env = {**os.environ, "BROKER_AUTH_HS256_SECRET": SECRET}
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "cwd": ROOT}
     guacd = subprocess.Popen(
         [
             sys.executable,
@@ -131,34 +109,21 @@ def start(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], subprocess
             "--first-frame-delay",
             "0",
         ],
-        **quiet,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
     )
-    broker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "broker",
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            str(broker_port),
-            "--log-level",
-            "WARNING",
-        ],
-        env=env,
-        **quiet,
-    )
+    broker = start_broker(config, secret=SECRET, log=None, port=broker_port, log_level="WARNING")
     args.guacd_port = guacd_port
     return guacd, broker, broker_port
 
 
-async def run(args: argparse.Namespace, broker_pid: int, broker_port: int) -> None:
+async def run(args: argparse.Namespace, broker: subprocess.Popen[bytes], broker_port: int) -> None:
     capture = args.capture.read_bytes()
     base = f"http://127.0.0.1:{broker_port}"
     await wait_port(args.guacd_port)
-    await wait_http(base + "/healthz")
-    token = mint(base)
+    await wait_ready(base + "/healthz", broker)
+    token = mint()
     async with aiohttp.ClientSession() as http:
         async with http.post(
             f"{base}/api/workspaces/bench/launch", headers={"Authorization": f"Bearer {token}"}
@@ -169,7 +134,7 @@ async def run(args: argparse.Namespace, broker_pid: int, broker_port: int) -> No
             f"?token={launched['viewer_token']}&GUAC_WIDTH=1024&GUAC_HEIGHT=768"
         )
         await view(http, url, len(capture))  # warm-up
-        cpu0, wall0 = cpu_seconds(broker_pid), time.perf_counter()
+        cpu0, wall0 = cpu_seconds(broker.pid), time.perf_counter()
         total = frames = 0
         for _ in range(args.rounds):
             results = await asyncio.gather(
@@ -178,7 +143,7 @@ async def run(args: argparse.Namespace, broker_pid: int, broker_port: int) -> No
             total += sum(b for b, _ in results)
             frames += sum(f for _, f in results)
         wall = time.perf_counter() - wall0
-        cpu = cpu_seconds(broker_pid) - cpu0
+        cpu = cpu_seconds(broker.pid) - cpu0
     mb = total / 1e6
     streams = args.viewers * args.rounds
     print(f"capture            {args.capture.name} ({len(capture):,} bytes)")
@@ -200,11 +165,10 @@ def main() -> None:
     args = p.parse_args()
     guacd, broker, port = start(args)
     try:
-        asyncio.run(run(args, broker.pid, port))
+        asyncio.run(run(args, broker, port))
     finally:
         for proc in (broker, guacd):
-            proc.terminate()
-            proc.wait(15)
+            stop_process(proc, 15)
 
 
 if __name__ == "__main__":

@@ -199,6 +199,14 @@ def serve(args: argparse.Namespace) -> int:
             f"refusing to listen on {host} with a development HS256 secret; "
             "use a JWKS URL or public key, listen on loopback, or pass --insecure-dev"
         )
+    if settings.demo.enabled:
+        from broker.demo import DemoUnavailable, check_available
+
+        try:
+            check_available()
+        except DemoUnavailable as exc:
+            print(f"broker: {exc}", file=sys.stderr)
+            return 1
     from broker.app import create_app
 
     app = create_app(settings)

@@ -34,7 +34,6 @@ from broker.core.runtime import Broker
 from broker.core.sessions import SessionService
 from broker.core.streams import DRAINING
 from broker.core.workspaces import check_workspaces
-from broker.demo import demo_environment
 from broker.web import api, apps, health, redact, viewer
 from broker.web.apps import app_origin_middleware
 from broker.web.guard import ORIGINS, RATE_LIMITS, guard_middleware
@@ -134,6 +133,8 @@ def _lifetime(
         async with AsyncExitStack() as stack:
             settings = configured
             if settings.demo.enabled and injected is None and factory is None:
+                from broker.demo import demo_environment  # only the demo loads simulators
+
                 settings = await stack.enter_async_context(demo_environment(settings))
             check_workspaces(settings.workspaces)
             broker = await _build(stack, settings, metrics, injected, factory)

@@ -181,9 +181,9 @@ class BoundaryScanner:
     """Finds whole instructions in a byte stream without parsing them.
 
     Feed it the bytes as they arrive; ``feed`` returns how many bytes at the
-    head of what it holds are whole instructions; ``take``/``take_text``
-    removes and returns them. A partial instruction at the tail stays inside
-    (at most one instruction: about 32 KiB at guacd's limits).
+    head of what it holds are whole instructions; ``take`` removes and returns
+    them. A partial instruction at the tail stays inside (at most one
+    instruction: about 32 KiB at guacd's limits).
 
     Cost: a few Python operations per *element*, never per byte. Each fed
     chunk is checked once with ``bytes.isascii``; in ASCII chunks (guacd's
@@ -196,9 +196,9 @@ class BoundaryScanner:
     input until the first), ``error`` (the first ``error`` instruction seen,
     as an `ErrorReport`), ``instructions`` (count of whole instructions).
 
-    The scanner checks framing and limits but not UTF-8 validity: ``take_text``
-    decodes strictly. Any `InstructionError` is final: the stream cannot be
-    resynchronised, and later calls raise it again.
+    The scanner checks framing and limits but not UTF-8 validity: the caller
+    decodes what it takes. Any `InstructionError` is final: the stream cannot
+    be resynchronised, and later calls raise it again.
 
     The caller must ``take`` what it is given: held bytes grow until it does.
     """
@@ -305,14 +305,6 @@ class BoundaryScanner:
         self._opcode_end -= cut
         self._ascii_from = max(0, self._ascii_from - cut)
         return data
-
-    def take_text(self, max_bytes: int | None = None) -> str:
-        """Like `take`, decoded; raises `InstructionError` for invalid UTF-8."""
-        data = self.take(max_bytes)
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InstructionError("instruction is not valid UTF-8") from exc
 
     def _scan(self) -> None:
         # One loop with local state: this runs once per element of every

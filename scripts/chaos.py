@@ -2,7 +2,7 @@
 stream of launches, disconnects, stops and viewer connects; then the promises
 of RELIABILITY.md are checked.
 
-    .venv/bin/python scripts/chaos.py [--kills 50] [--seed N] [--database-url URL]
+    .venv/bin/python -m scripts.chaos [--kills 50] [--seed N] [--database-url URL]
 
 The simulated NetBird and the simulated guacd run inside this script, so they
 outlive every kill (like the real ones would). After the last kill the broker
@@ -27,10 +27,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,13 +43,11 @@ import aiohttp
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from broker.core.auth import mint_dev_token  # noqa: E402
-from protocols.simulated.guacd import SimulatedGuacd, SimulatedGuacdOptions  # noqa: E402
-from tunnels.simulated.server import SimulatedNetBird  # noqa: E402
-from tunnels.simulated.seed import Seed, SeedPeer, SeedToken  # noqa: E402
+from broker.core.auth import mint_dev_token
+from protocols.simulated.guacd import SimulatedGuacd, SimulatedGuacdOptions
+from scripts.processes import free_port, start_broker, stop_process, wait_ready
+from tunnels.simulated.seed import Seed, SeedPeer, SeedToken
+from tunnels.simulated.server import SimulatedNetBird
 
 SECRET = "chaos-secret-0123456789-abcdefghijklmnop"
 PAT = "nbp_" + "chaosBroker".ljust(36, "0")
@@ -69,12 +65,6 @@ class Acks:
     launches: dict[str, tuple[str, str]] = field(default_factory=dict)  # sid -> (user, token)
     ends: dict[str, str] = field(default_factory=dict)  # sid -> audit action
     ops: Counter[str] = field(default_factory=Counter)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def token(user: str) -> str:
@@ -127,41 +117,18 @@ class Broker:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self, http: aiohttp.ClientSession) -> None:
-        env = {**os.environ, "BROKER_AUTH_HS256_SECRET": SECRET, "BROKER_NETBIRD_TOKEN": PAT}
-        log = (self.workdir / "broker.log").open("ab")
+    async def start(self) -> None:
+        log = self.workdir / "broker.log"
         self.proc = await asyncio.to_thread(
-            subprocess.Popen,
-            [
-                sys.executable,
-                "-m",
-                "broker",
-                "serve",
-                "--config",
-                str(self.config),
-                "--port",
-                str(self.port),
-                "--log-level",
-                "WARNING",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
+            start_broker,
+            self.config,
+            secret=SECRET,
+            log=log,
+            port=self.port,
+            log_level="WARNING",
+            env={"BROKER_NETBIRD_TOKEN": PAT},
         )
-        log.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"broker exited {self.proc.returncode}; see broker.log")
-            try:
-                async with http.get(self.base + "/healthz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-        raise RuntimeError("broker did not start")
+        await wait_ready(self.base + "/healthz", self.proc, log=log)
 
     async def kill(self) -> None:
         assert self.proc is not None
@@ -169,9 +136,8 @@ class Broker:
         await asyncio.to_thread(self.proc.wait, 10)
 
     async def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            await asyncio.to_thread(self.proc.wait, 30)
+        if self.proc is not None:
+            await asyncio.to_thread(stop_process, self.proc, 30)
 
 
 async def operate(http: aiohttp.ClientSession, base: str, rng: random.Random, acks: Acks) -> None:
@@ -294,8 +260,12 @@ def check(
     known = {s["id"]: s for s in sessions}
     bad += [f"acknowledged launch {sid} missing" for sid in acks.launches if sid not in known]
     for sid, action in acks.ends.items():
-        s = known.get(sid)
-        if s is None or s["status"] == "active" or actions.get(sid, Counter())[action] != 1:
+        stored = known.get(sid)
+        if (
+            stored is None
+            or stored["status"] == "active"
+            or actions.get(sid, Counter())[action] != 1
+        ):
             bad.append(f"acknowledged end of {sid} ({action}) missing")
     return bad
 
@@ -319,7 +289,7 @@ async def run(args: argparse.Namespace) -> int:
         async with aiohttp.ClientSession(timeout=timeout) as http:
             try:
                 for kill in range(args.kills):
-                    await broker.start(http)
+                    await broker.start()
                     load = asyncio.create_task(workload(http, broker.base, rng, acks, 6))
                     await asyncio.sleep(rng.uniform(0.2, 1.5))
                     await broker.kill()
@@ -329,7 +299,7 @@ async def run(args: argparse.Namespace) -> int:
                         f"kill {kill + 1}/{args.kills}: {len(acks.launches)} launches acked",
                         flush=True,
                     )
-                await broker.start(http)
+                await broker.start()
                 violations = await settle(db_url, netbird, acks)
                 reconnected = await reconnect(http, broker.base, db_url, acks)
             finally:

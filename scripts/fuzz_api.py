@@ -11,8 +11,8 @@ checked: no 5xx, and status code, content type, headers and body as the
 document says. Rate limits are off here (they are tested on their own), so
 invalid credentials do not lock the fuzzer out.
 
-    python scripts/fuzz_api.py --requests 1000      # make fuzz
-    python scripts/fuzz_api.py --requests 150       # the short run in make test
+    python -m scripts.fuzz_api --requests 1000      # make fuzz
+    python -m scripts.fuzz_api --requests 400       # the short run in make test
 
 Prints one line per operation, then ``fuzz: requests=N 5xx=N
 schema_violations=N broker_errors=N`` and exits 1 if any of those but
@@ -22,10 +22,9 @@ requests is non-zero (with the first failures shown).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
-import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Err
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     negative_data_rejection,
@@ -53,7 +53,15 @@ from schemathesis.specs.openapi.checks import (
 )
 from schemathesis.specs.openapi.formats import get_default_format_strategies
 
-ROOT = Path(__file__).resolve().parents[1]
+from scripts.processes import (
+    ProcessFailed,
+    broker_errors,
+    free_port,
+    start_broker,
+    stop_process,
+    wait_ready,
+)
+
 ISSUER, AUDIENCE = "connection-broker-dev", "connection-broker"
 CHECKS = [
     not_a_server_error,
@@ -87,13 +95,6 @@ allowed_roles = ["finance"]
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 @dataclass
 class Broker:
     """A broker subprocess on loopback; its log goes to ``log_path``."""
@@ -125,39 +126,17 @@ class Broker:
         )
         secret = secrets.token_urlsafe(48)
         log_path = workdir / "broker.log"
-        env = {**os.environ, "BROKER_AUTH_HS256_SECRET": secret, "PYTHONUNBUFFERED": "1"}
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "broker", "serve", "--config", str(config)],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        process = start_broker(config, secret=secret, log=log_path)
         broker = cls(secret, f"http://127.0.0.1:{port}", process, log_path)
-        broker.wait_ready()
+        try:
+            asyncio.run(wait_ready(broker.base + "/healthz", process, log=log_path))
+        except ProcessFailed as exc:
+            stop_process(process)
+            raise SystemExit(f"the broker did not start: {exc}") from exc
         return broker
 
-    def wait_ready(self, limit: float = 30.0) -> None:
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"broker exited early:\n{self.log_path.read_text()}")
-            try:
-                if requests.get(self.base + "/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        raise SystemExit("broker did not become ready")
-
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
     def token(self, sub: str, roles: list[str] | None = None, **changes: Any) -> str:
         now = int(time.time())
@@ -176,14 +155,7 @@ class Broker:
         return jwt.encode(claims, self.secret, algorithm="HS256")
 
     def errors_logged(self) -> list[str]:
-        lines = self.log_path.read_text(errors="replace").splitlines()
-        # Records are "<date> <time> LEVEL logger: message" (broker.logs).
-        return [
-            line
-            for line in lines
-            if line.split(" ", 3)[2:3] in (["ERROR"], ["CRITICAL"])
-            or line.startswith("Traceback (most recent call last)")
-        ]
+        return broker_errors(self.log_path)
 
 
 NEVER_ISSUED = "00000000-0000-4000-8000-000000000000"
@@ -265,6 +237,17 @@ class Plan:
     def label(self) -> str:
         fixed = ",".join(self.path.values()) if self.path else "generated"
         return f"{self.operation.method.upper():5} {self.operation.path:45} {self.mode:8} {fixed}"
+
+
+def operations_of(schema: Any) -> list[Any]:
+    """Every operation the document describes; raises the error schemathesis
+    found in it when one cannot be tested (a broken document is a failure)."""
+    operations = []
+    for result in schema.get_all_operations():
+        if isinstance(result, Err):
+            raise result.err()
+        operations.append(result.ok())
+    return operations
 
 
 def plans_for(operations: list[Any], known: dict[str, list[str]]) -> list[Plan]:
@@ -352,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             creds, known = setup(broker)
             schema = schemathesis.openapi.from_url(broker.base + "/api/openapi.json")
-            operations = [r.ok() for r in schema.get_all_operations()]
+            operations = operations_of(schema)
             plans = plans_for(operations, known)
             started = time.monotonic()
             round_ = 0

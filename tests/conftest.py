@@ -55,9 +55,15 @@ allowed_roles = ["finance"]
 """
 
 
+# Copies of real guacd 1.5.5 output, kept in the repository (tests/data/README.md).
+GUACD_CAPTURES = Path(__file__).resolve().parent / "data"
+CAPTURE_FILES = ("vnc-x11vnc-20s.guac", "rdp-freerdp-shadow-20s.guac", "ssh-sshd-10s.guac")
+
+
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    return Path(__file__).resolve().parents[1].parent / "shared"
+def captures_dir() -> Path:
+    """The folder of guacd captures and transcripts (tests/data)."""
+    return GUACD_CAPTURES
 
 
 async def _reset_postgres(url: str) -> None:

@@ -11,21 +11,17 @@ log = logging.getLogger(__name__)
 
 
 class Periodic:
-    """Runs ``job`` every ``interval`` seconds until `aclose`; ``wake`` runs it now."""
+    """Runs ``job`` every ``interval`` seconds until `aclose`."""
 
     def __init__(self, name: str, interval: float, job: Callable[[], Awaitable[object]]) -> None:
         self.name = name
         self._interval = interval
         self._job = job
-        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.passes = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=self.name)
-
-    def wake(self) -> None:
-        self._wake.set()
 
     async def _run(self) -> None:
         while True:
@@ -36,11 +32,7 @@ class Periodic:
             except Exception:
                 log.exception("background job %s failed; retrying next pass", self.name)
             self.passes += 1
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._interval)
-            except TimeoutError:
-                pass
+            await asyncio.sleep(self._interval)
 
     async def aclose(self) -> None:
         if self._task is not None:

@@ -51,6 +51,14 @@ SCHEMAS: dict[str, Any] = {
             "tunnel_status": {"enum": ["encrypted", "pending", "direct", "revoked", "failed"]},
             "mfa_verified": {"type": "boolean"},
             "end_reason": {
+                "description": (
+                    "Why the session ended; null while it is active. `user_disconnect`, "
+                    "`idle_timeout` and `max_duration` come with status `disconnected`, "
+                    "the others with `terminated`. `tunnel_lost` and `system` are reserved: "
+                    "this version never ends a session with them (a lost network grant "
+                    "shows as tunnel_status `failed` instead), but clients should accept "
+                    "them."
+                ),
                 "enum": [
                     None,
                     "user_disconnect",
@@ -61,7 +69,7 @@ SCHEMAS: dict[str, Any] = {
                     "launch_failed",
                     "tunnel_lost",
                     "system",
-                ]
+                ],
             },
             "client_ip": NULLABLE_STR,
         }

@@ -3,8 +3,8 @@
 It reproduces the handshake byte for byte (``args`` lists of guacd 1.5.5 for
 ``vnc``, ``rdp`` and ``ssh``, the arity check on ``connect``, ``ready`` with a
 ``$uuid``), then either draws a desktop that answers input or replays a
-capture from ``shared/guacd/``. Production client code runs against it
-unchanged. Run it alone with::
+capture of real guacd output (``tests/data/``). Production client code runs
+against it unchanged. Run it alone with::
 
     python -m protocols.simulated.guacd --host 127.0.0.1 --port 4822 \
         [--mode desktop|replay] [--pace] [--failure bad-password]
@@ -17,7 +17,7 @@ or in-process::
     await server.wait_for(lambda: server.crashes == 1, timeout=5)
     await server.aclose()
 
-What it draws (``Mode.DESKTOP``) and where: see `protocols.simulated_desktop`
+What it draws (``Mode.DESKTOP``) and where: see `protocols.simulated.desktop`
 (background RGB (32, 64, 128); protocol marker at (0, 0, 32, 32); a left
 click paints a 40x40 square of (255, 128, 0) centred on it, a right click
 (0, 200, 255); key presses type white 12x20 blocks from (8, 48)). The first
@@ -103,7 +103,7 @@ _UNAUTHORIZED = {
 
 class Mode(StrEnum):
     DESKTOP = "desktop"  # draw a desktop that answers input
-    REPLAY = "replay"  # send the protocol's capture from shared/guacd
+    REPLAY = "replay"  # send the protocol's capture (tests/data)
 
 
 class Failure(StrEnum):
@@ -163,7 +163,7 @@ class SimulatedGuacdOptions:
         object.__setattr__(self, "mode", Mode(self.mode))
         object.__setattr__(self, "failure", Failure(self.failure))
         if self.mode is Mode.REPLAY and self.captures_dir is None:
-            raise ValueError("replay mode needs captures_dir (shared/guacd)")
+            raise ValueError("replay mode needs captures_dir (e.g. tests/data)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -789,7 +789,8 @@ def _is_loopback(host: str) -> bool:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    default_captures = Path(__file__).resolve().parents[3] / "shared" / "guacd"
+    # The captures kept in the source tree (tests/data); pass --captures elsewhere.
+    default_captures = Path(__file__).resolve().parents[2] / "tests" / "data"
     parser = argparse.ArgumentParser(
         prog="python -m protocols.simulated.guacd", description="Simulated guacd on loopback."
     )

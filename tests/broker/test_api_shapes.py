@@ -248,3 +248,11 @@ async def test_openapi_is_public_and_describes_every_route(client, api):
     }
     documented = {(m, p) for p, ops in r.body["paths"].items() for m in ops}
     assert routes == documented
+
+
+async def test_openapi_keeps_end_reasons_nothing_produces_as_reserved(api):
+    doc = (await api.get("/api/openapi.json")).body
+    end_reason = doc["components"]["schemas"]["Session"]["properties"]["end_reason"]
+    # Stored rows and clients may carry them, so they stay in the enum.
+    assert {"tunnel_lost", "system"} <= set(end_reason["enum"])
+    assert "`tunnel_lost` and `system` are reserved" in end_reason["description"]

@@ -231,6 +231,7 @@ RACER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # several broker processes: over 10 s
 async def test_replicas_migrating_at_once_all_succeed(database_url):
     """Several replicas started together with auto-migration: each waits its
     turn, none fails on the others' half-made schema."""

@@ -87,17 +87,6 @@ async def api(start_broker, make_settings, sim) -> Api:
     return Api(await start_broker(settings))
 
 
-async def until(predicate: Any, limit: float = 10) -> None:
-    """Wait (bounded) for the simulator's state, which has no change notification
-    of its own; the condition is what is asserted, never the time it took."""
-
-    async def run() -> None:
-        while not predicate():  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-
-    await asyncio.wait_for(run(), limit)
-
-
 async def test_launch_creates_one_exact_policy_and_end_deletes_it(api, sim, token):
     t = token()
     r = await api.launch("ws-linux", t)
@@ -165,7 +154,8 @@ async def test_netbird_down_at_disconnect_revokes_when_it_returns(api, sim, toke
     assert (await api.get(f"/api/sessions/{sid}", t)).body["status"] == "disconnected"
     assert len(sim.policies()) == 1
     sim.faults.clear()
-    await until(lambda: sim.policies() == [])
+    async with asyncio.timeout(10):
+        await sim.wait_until(lambda: sim.policies() == [])
     admin = token("root", roles=["admin"])
 
     async def revoked() -> list[Any]:
@@ -218,7 +208,8 @@ async def test_reconciler_never_deletes_a_launch_in_flight(api, sim, token):
     broker = api.client.app[BROKER]
     sim.inject("slow", times=1, method="POST", path="/api/policies", delay=0.5)
     launch = asyncio.create_task(api.launch("ws-linux", token()))
-    await until(lambda: len(sim.policies()) == 1)
+    async with asyncio.timeout(10):
+        await sim.wait_until(lambda: len(sim.policies()) == 1)
     await reconcile_once(broker.sessions, broker.tunnels, launch_timeout=120)
     r = await launch
     assert r.status == 201 and len(sim.policies()) == 1
@@ -258,7 +249,8 @@ async def test_killed_between_policy_and_commit_is_cleaned_after_restart(
         launch = asyncio.create_task(
             asyncio.to_thread(requests.post, url, headers=headers, timeout=60)
         )
-        await until(lambda: len(sim.policies()) == 1)
+        async with asyncio.timeout(10):
+            await sim.wait_until(lambda: len(sim.policies()) == 1)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         with pytest.raises(requests.ConnectionError):
@@ -266,7 +258,8 @@ async def test_killed_between_policy_and_commit_is_cleaned_after_restart(
         sim.faults.clear()
         proc = start_broker_process(config, port, tmp_path, env=NETBIRD_ENV)
         await wait_ready(port, proc)
-        await until(lambda: sim.policies() == [], limit=20)
+        async with asyncio.timeout(20):
+            await sim.wait_until(lambda: sim.policies() == [])
         r = await asyncio.to_thread(
             requests.get, f"http://127.0.0.1:{port}/api/sessions", headers=headers, timeout=5
         )
@@ -292,6 +285,7 @@ async def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProces
     )
 
 
+@pytest.mark.slow  # several broker processes: over 10 s
 async def test_netbird_cli_check_and_enrol_key(sim, tmp_path, database_url):
     admin_token = ADMIN_TOKEN
     config = tmp_path / "broker.toml"

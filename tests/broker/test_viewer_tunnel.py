@@ -132,11 +132,11 @@ async def test_session_end_closes_stream_with_status(api, guacd, token, ending):
 
 
 async def test_ping_is_echoed_between_instructions_during_full_speed_replay(
-    start_guacd, broker_for, token, shared_dir
+    start_guacd, broker_for, token, captures_dir
 ):
     server = await start_guacd(
         mode=Mode.REPLAY,
-        captures_dir=shared_dir / "guacd",
+        captures_dir=captures_dir,
         first_frame_delay=0.0,
         replay_chunk=4093,
     )
@@ -144,7 +144,7 @@ async def test_ping_is_echoed_between_instructions_during_full_speed_replay(
     launched = await launch(api, token())
     ws = await open_tunnel(api, launched["session_id"], launched["viewer_token"])
     await ws.receive_str(timeout=10)
-    capture = (shared_dir / "guacd" / CAPTURE_FILES[0]).read_bytes()
+    capture = (captures_dir / CAPTURE_FILES[0]).read_bytes()
     pings = [f"0.,4.ping,13.{1700000000000 + i};" for i in range(20)]
     received = bytearray()
     echoes: list[str] = []
@@ -168,13 +168,13 @@ async def test_ping_is_echoed_between_instructions_during_full_speed_replay(
 
 @pytest.mark.parametrize("capture", CAPTURE_FILES)
 async def test_captures_pass_through_byte_identical(
-    start_guacd, broker_for, token, shared_dir, capture
+    start_guacd, broker_for, token, captures_dir, capture
 ):
     protocol = capture.split("-")[0]
     workspace = {"vnc": "ws-vnc", "rdp": "ws-rdp", "ssh": "ws-ssh"}[protocol]
     server = await start_guacd(
         mode=Mode.REPLAY,
-        captures_dir=shared_dir / "guacd",
+        captures_dir=captures_dir,
         first_frame_delay=0.0,
         replay_chunk=1000,
     )

@@ -34,10 +34,10 @@ async def pings(ws: ClientConnection, count: int) -> None:
         await asyncio.sleep(0.5)
 
 
-async def test_like_guacamole_common_js(start_guacd, broker_for, token, shared_dir):
+async def test_like_guacamole_common_js(start_guacd, broker_for, token, captures_dir):
     server = await start_guacd(
         mode=Mode.REPLAY,
-        captures_dir=shared_dir / "guacd",
+        captures_dir=captures_dir,
         first_frame_delay=0.0,
         replay_pace=True,
         replay_speed=4.0,

@@ -22,7 +22,7 @@ from playwright.async_api import Browser, Page, async_playwright
 
 from tests.processes import free_port
 
-pytestmark = [pytest.mark.browser]
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # Chromium and a demo broker: 30 s
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "browser"

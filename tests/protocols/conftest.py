@@ -1,25 +1,17 @@
-"""Shared fixtures: where the real guacd captures live."""
+"""Fixtures for the protocol tests: simulated guacds that replay the real
+guacd captures (tests/data)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from protocols.simulated.guacd import SimulatedGuacd, SimulatedGuacdOptions
+from tests.conftest import CAPTURE_FILES, GUACD_CAPTURES
 
-# shared/ sits beside the repository (in CI, beside the fresh clone).
-GUACD_CAPTURES = Path(__file__).resolve().parents[2].parent / "shared" / "guacd"
-CAPTURE_FILES = ("vnc-x11vnc-20s.guac", "rdp-freerdp-shadow-20s.guac", "ssh-sshd-10s.guac")
-
-
-@pytest.fixture(scope="session")
-def captures_dir() -> Path:
-    if not GUACD_CAPTURES.is_dir():
-        pytest.fail(f"guacd captures not found at {GUACD_CAPTURES}")
-    return GUACD_CAPTURES
+__all__ = ["CAPTURE_FILES", "GUACD_CAPTURES", "read_capture"]
 
 
 def read_capture(name: str) -> bytes:

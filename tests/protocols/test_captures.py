@@ -1,4 +1,4 @@
-"""The codec against real guacd 1.5.5 output (shared/guacd/*.guac)."""
+"""The codec against real guacd 1.5.5 output (tests/data/*.guac)."""
 
 from __future__ import annotations
 

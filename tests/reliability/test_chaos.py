@@ -1,6 +1,6 @@
 """The short chaos run in `make test` (the full one is `make chaos`): a real broker
 killed with SIGKILL at random moments under load, then every invariant of
-RELIABILITY.md checked by scripts/chaos.py."""
+RELIABILITY.md checked by ``python -m scripts.chaos``."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
+pytestmark = pytest.mark.slow
+
 
 def run_chaos(kills: int, database_url: str = "") -> dict[str, object]:
-    cmd = [sys.executable, str(ROOT / "scripts" / "chaos.py"), "--kills", str(kills), "--seed", "7"]
+    cmd = [sys.executable, "-m", "scripts.chaos", "--kills", str(kills), "--seed", "7"]
     if database_url:
         cmd += ["--database-url", database_url]
     env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.db
+pytestmark = [pytest.mark.db, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUESTS = 400
@@ -21,7 +21,8 @@ REQUESTS = 400
 async def test_short_schema_fuzz_run_finds_nothing(database_url: str) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
-        str(ROOT / "scripts" / "fuzz_api.py"),
+        "-m",
+        "scripts.fuzz_api",
         "--requests",
         str(REQUESTS),
         "--database-url",

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 async def test_short_soak_passes() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
-        str(ROOT / "scripts" / "soak.py"),
+        "-m",
+        "scripts.soak",
         *("--streams", "20", "--seconds", "20", "--warmup", "5", "--report-every", "10"),
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,

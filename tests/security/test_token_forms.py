@@ -1,4 +1,4 @@
-"""The gaps tests/broker/test_auth.py leaves: a valid token presented where
+"""The gaps tests/broker/test_auth_*.py leave: a valid token presented where
 the API does not take it (query string, cookie, other headers, no scheme),
 and forged tokens presented to the viewer's own endpoints, which take JWTs
 in the ``token`` query parameter. All refused, nothing launched, no guacd

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -230,3 +231,17 @@ async def test_every_request_is_recorded_without_the_token(api: Api) -> None:
     )
     assert recorded.valid
     assert NETWORK_ADMIN not in repr(recorded)
+
+
+async def test_wait_until_wakes_on_the_write_that_changes_the_account(api: Api) -> None:
+    sim = api.sim
+    waiting = asyncio.create_task(
+        sim.wait_until(lambda: "p" in [p["name"] for p in sim.policies()])
+    )
+    status, _ = await api.call("POST", "/api/policies", policy(), token=USER)
+    assert status == 403 and sim.changes == 0  # refused: nothing changed
+    status, _ = await api.call("POST", "/api/policies", policy())
+    assert status == 200
+    async with asyncio.timeout(5):
+        await waiting
+    assert sim.changes == 1

@@ -1,11 +1,12 @@
 """Simulated NetBird Management API: a real HTTP server on loopback for tests and the demo.
 
 It serves the calls the broker makes (policies, peers, groups, setup keys,
-``users/current``) with NetBird's behaviours (see `tunnels.simulated_account`),
+``users/current``) with NetBird's behaviours (see `tunnels.simulated.account`),
 checks ``Authorization: Token <PAT>`` (or ``Bearer <PAT>``) and the token's
 role, validates every request against NetBird's OpenAPI spec
-(`tunnels.simulated_spec`), records every request in `requests`, answers
-with an ``X-Request-Id`` header, and injects failures (`inject`).
+(`tunnels.simulated.spec`), records every request in `requests`, answers
+with an ``X-Request-Id`` header, and injects failures (`inject`). Tests await
+the account's state with `wait_until` instead of polling it.
 
 In process::
 
@@ -91,6 +92,8 @@ class SimulatedNetBird:
         self._spec = load_spec(spec_path)
         self._closing = asyncio.Event()
         self._arrived = asyncio.Condition()
+        self._changed = asyncio.Condition()
+        self.changes = 0
         self._runner: web.AppRunner | None = None
         self._url = ""
 
@@ -152,7 +155,7 @@ class SimulatedNetBird:
         delay: float = 0.0,
         status: int = 500,
     ) -> Fault:
-        """Arm a failure (see `tunnels.simulated_faults`); returns it to watch ``hits``."""
+        """Arm a failure (see `tunnels.simulated.faults`); returns it to watch ``hits``."""
         fault = Fault(FaultKind(kind), times, rate, method, path, delay, status)
         return self.faults.add(fault)
 
@@ -186,6 +189,15 @@ class SimulatedNetBird:
         match = found()
         assert match is not None
         return match
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Return once ``predicate()`` (about the account: policies, groups,
+        peers, setup keys) holds. It is checked now and again after every
+        change: each write request (POST, PUT, DELETE) the account accepted.
+        Edits made directly on `account` wake nobody. Waits forever: bound it
+        with `asyncio.timeout`."""
+        async with self._changed:
+            await self._changed.wait_for(predicate)
 
     def create_app(self) -> web.Application:
         app = web.Application(middlewares=[self._pipeline])
@@ -260,9 +272,14 @@ class SimulatedNetBird:
                 raise ApiError(422, "; ".join(verdict.errors[:5]))
             request[TOKEN] = token
             request[BODY] = body
-            return await handler(request)
+            response = await handler(request)
         except ApiError as exc:
             return error_response(exc.status, exc.message)
+        if request.method in _WRITES and response.status < 300:
+            async with self._changed:
+                self.changes += 1
+                self._changed.notify_all()
+        return response
 
     def _authenticate(self, request: web.Request) -> str:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
