@@ -40,9 +40,11 @@ quick: install
 
 LINTED := broker tunnels protocols scripts benchmarks
 
+## ruff, and the layering rules in .importlinter (core never imports the web edge, ...).
 lint: install
 	$(BIN)/ruff check $(LINTED) tests
 	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/lint-imports --no-cache
 
 typecheck: install
 	$(BIN)/mypy
