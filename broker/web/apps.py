@@ -344,8 +344,6 @@ def _require_open_path(session: Session) -> None:
         )
 
 
-
-
 def _cut_off(request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:
     """End a response whose headers went out already: drop the connection, so
     the browser sees an incomplete body rather than a complete-looking one."""

@@ -135,9 +135,7 @@ class AppSignIn:
     async def signed_in(self, request: web.Request, session_id: str) -> Session:
         """The active session ``session_id`` when the request carries its app
         cookie; `Unauthorized` (``not_signed_in``, ``session_ended``) otherwise."""
-        return await self._broker.credentials.app_session(
-            session_id, self.cookie_values(request)
-        )
+        return await self._broker.credentials.app_session(session_id, self.cookie_values(request))
 
     def cookie_values(self, request: web.Request) -> list[str]:
         """Every value of the broker cookie the request carries (an app on a
