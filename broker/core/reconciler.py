@@ -6,7 +6,8 @@ conditional update or an idempotent revoke):
 
 1. ends launches that never finished (the broker died after claiming the
    workspace and before recording the grant);
-2. deletes every grant whose session is not active (``tunnels.reconcile``);
+2. deletes every grant whose session is not active (``tunnels.reconcile``),
+   each with its ``revoke_tunnel`` audit entry;
 3. marks active sessions whose grant disappeared ``failed``, with an audit entry.
 """
 
@@ -43,6 +44,8 @@ async def reconcile_once(
     except TunnelError as exc:
         log.warning("reconcile: cannot list grants: %s", exc.message)
         return Pass(len(interrupted), 0, 0, 0)
+    for ref in result.deleted:
+        await sessions.note_reconciled(ref.session_id, ref.grant_id)
     lost = 0
     for session_id in result.lost:
         lost += await sessions.mark_tunnel_lost(session_id, known.get(session_id))

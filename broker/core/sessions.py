@@ -47,6 +47,7 @@ from broker.core.models import (
     utcnow,
 )
 from broker.core.queries import SessionQueries
+from broker.core.revokes import Revokes
 from tunnels.base import Grant, Target, TunnelError, TunnelProvider, TunnelStatus
 
 log = logging.getLogger(__name__)
@@ -65,8 +66,8 @@ class Launched:
     created: bool
 
 
-class SessionService:
-    """The one place where sessions change state."""
+class SessionService(Revokes):
+    """The one place where sessions change state (`Revokes`: closing the grants)."""
 
     def __init__(
         self,
@@ -428,66 +429,3 @@ class SessionService:
             ):
                 ended.append(session_id)
         return ended
-
-    # -- revoking ----------------------------------------------------------
-
-    async def revoke_ended(self, session_id: str) -> bool:
-        """Remove the grant of an ended session. True when done; on failure the
-        row keeps ``revoked = false`` and `retry_revokes` tries again later."""
-        session = await self.queries.get(session_id)
-        if session is None or session.status == SessionStatus.ACTIVE or session.revoked:
-            return True
-        try:
-            await self._tunnels.revoke(session_id, session.grant_id)
-        except TunnelError as exc:
-            await self._audit_failed_revoke(session, exc.message)
-            log.warning("revoke of session %s failed, will retry: %s", session_id, exc.message)
-            return False
-        await self._mark_revoked(session)
-        return True
-
-    async def _mark_revoked(self, session: Session) -> None:
-        status = TunnelStatus.REVOKED if session.grant_id else session.tunnel_status
-        if session.tunnel_status == TunnelStatus.DIRECT:
-            status = TunnelStatus.DIRECT
-        now = self._clock()
-        async with self._db() as db, db.begin():
-            result = await db.execute(
-                update(Session)
-                .where(Session.id == session.id, Session.revoked.is_(False))
-                .values(revoked=True, tunnel_status=status)
-            )
-            if result.rowcount and session.grant_id:  # type: ignore[attr-defined]
-                audit.record(
-                    db,
-                    Action.REVOKE_TUNNEL,
-                    Actor.system(),
-                    now,
-                    session_id=session.id,
-                    workspace_id=session.workspace_id,
-                    grant_id=session.grant_id,
-                    outcome="revoked",
-                )
-
-    async def _audit_failed_revoke(self, session: Session, error: str) -> None:
-        async with self._db() as db, db.begin():
-            audit.record(
-                db,
-                Action.REVOKE_TUNNEL,
-                Actor.system(),
-                self._clock(),
-                session_id=session.id,
-                workspace_id=session.workspace_id,
-                grant_id=session.grant_id,
-                outcome="failed",
-                error=error,
-            )
-
-    async def retry_revokes(self) -> int:
-        """One pass over ended sessions whose grant is not yet removed; returns
-        how many are still pending."""
-        left = 0
-        for session_id in await self.queries.pending_revokes():
-            if not await self.revoke_ended(session_id):
-                left += 1
-        return left
