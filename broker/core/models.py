@@ -6,6 +6,7 @@ migrations in ``broker/migrations``; this module and the newest migration must a
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -23,6 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from tunnels.base import TunnelStatus
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -88,7 +91,17 @@ class Workspace(Base):
 
 
 UNKNOWN_IP = "10.0.0.1"
-"""A session's ``ip_address`` until its tunnel grant is recorded."""
+"""A session's ``ip_address`` until its tunnel grant is recorded: for display
+only, never connected to (see `Session.connect_target`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectTarget:
+    """Where guacd or the HTML5 proxy connects for one session: the address and
+    port its recorded tunnel grant gave."""
+
+    host: str
+    port: int
 
 
 class Session(Base):
@@ -106,6 +119,9 @@ class Session(Base):
     end_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     ip_address: Mapped[str] = mapped_column(String(255))
     port: Mapped[int] = mapped_column(Integer, default=0)
+    # The connect target: empty until the tunnel grant is recorded.
+    target_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    target_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
     tunnel_status: Mapped[str] = mapped_column(String(16))
     tunnel_provider: Mapped[str] = mapped_column(String(16))
     grant_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -128,6 +144,17 @@ class Session(Base):
         Index("ix_sessions_user_started", "user_id", "started_at"),
         Index("ix_sessions_status", "status"),
     )
+
+    @property
+    def connect_target(self) -> ConnectTarget | None:
+        """Where the upstreams may connect: the recorded grant's address, or
+        None while no grant is recorded or once it failed or was revoked. A
+        grant whose peer is not connected yet (``pending``) may be tried."""
+        if self.target_host is None or self.target_port is None:
+            return None
+        if self.tunnel_status in (TunnelStatus.FAILED, TunnelStatus.REVOKED):
+            return None
+        return ConnectTarget(self.target_host, self.target_port)
 
 
 class ViewerToken(Base):

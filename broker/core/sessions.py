@@ -256,6 +256,8 @@ class SessionService(Revokes):
                 .values(
                     ip_address=grant.address,
                     port=grant.port,
+                    target_host=grant.address,
+                    target_port=grant.port,
                     tunnel_status=grant.status,
                     grant_id=grant.grant_id,
                 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from broker.config import WorkspaceConfig, workspace_password
 from broker.core.errors import ConfigError
-from broker.core.models import Session
+from broker.core.models import ConnectTarget, Session
 from protocols.display import DisplaySettings
 from protocols.guacd import ConnectionRequest
 from protocols.guacd_args import RemoteProtocol
@@ -65,12 +65,14 @@ def guacd_parameters(
 
 
 def guacd_request(
-    ws: WorkspaceConfig, session: Session, display: DisplaySettings
+    ws: WorkspaceConfig, session: Session, target: ConnectTarget, display: DisplaySettings
 ) -> ConnectionRequest:
-    """The connection request for one viewer of ``session``. Reads the
+    """The connection request for one viewer of ``session``, whose connect
+    target is ``target`` (`Session.connect_target`: there is none before the
+    grant is recorded, so nothing else can be asked of guacd). Reads the
     workspace's password now. Raises `ConfigError` if it cannot."""
     params = guacd_parameters(
-        ws, session.ip_address, session.port, password=workspace_password(ws), session_id=session.id
+        ws, target.host, target.port, password=workspace_password(ws), session_id=session.id
     )
     return ConnectionRequest(
         RemoteProtocol(ws.protocol),

@@ -11,7 +11,7 @@ browsers, JSON ``{"detail", "code"}`` otherwise; codes ``not_signed_in``,
 ``session_ended``) and the app is not contacted; so is a 503
 ``tunnel_not_ready`` while the session's grant is not recorded or is gone.
 
-**Proxying** to ``http://<session.ip_address>:<session.port>``, the address
+**Proxying** to ``http://<host>:<port>`` of `Session.connect_target`, the address
 the tunnel grant gave (`protocols.http_upstream` has the header rules): every
 method but CONNECT, bodies streamed both ways (uploads up to
 ``max_request_bytes``, else 413), redirects passed through with ``Location``s that
@@ -61,7 +61,7 @@ from broker.core.errors import (
     Unauthorized,
     Unavailable,
 )
-from broker.core.models import UNKNOWN_IP, Session
+from broker.core.models import ConnectTarget, Session
 from broker.core.runtime import Broker
 from broker.web.http import BROKER, Handler, client_ip
 from broker.web.origins import AppOrigins
@@ -78,7 +78,6 @@ from protocols.http_upstream import (
     response_headers,
 )
 from protocols.status import Ending, GuacamoleStatus
-from tunnels.base import TunnelStatus
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +194,8 @@ class WebProxy:
     # -- proxying ------------------------------------------------------------------
 
     def _upstream_url(self, session: Session, request: web.Request) -> URL:
-        base = URL.build(scheme="http", host=session.ip_address, port=session.port)
+        target = _require_open_path(session)
+        base = URL.build(scheme="http", host=target.host, port=target.port)
         return URL(str(base) + request.rel_url.raw_path_qs, encoded=True)
 
     async def _headers_for_app(
@@ -329,19 +329,16 @@ class _Upload:
             yield chunk
 
 
-def _require_open_path(session: Session) -> None:
-    """Refuse before connecting when the tunnel grant is not recorded yet (the
-    address is still the placeholder) or is gone."""
-    not_granted = (
-        session.ip_address == UNKNOWN_IP
-        and session.grant_id is None
-        and session.tunnel_status == TunnelStatus.PENDING
-    )
-    if not_granted or session.tunnel_status in (TunnelStatus.REVOKED, TunnelStatus.FAILED):
+def _require_open_path(session: Session) -> ConnectTarget:
+    """The session's connect target; refused when the tunnel grant is not
+    recorded yet (there is no target) or is gone."""
+    target = session.connect_target
+    if target is None:
         raise Unavailable(
             "The network path to this workspace is not open; try again in a moment",
             code="tunnel_not_ready",
         )
+    return target
 
 
 def _cut_off(request: web.Request, resp: web.StreamResponse) -> web.StreamResponse:

@@ -4,7 +4,10 @@ guacamole-common-js WebSocket tunnel (DESIGN.md section 2).
 Tunnel authorisation happens before anything touches guacd: the credential
 (the session's viewer token, or the owner's JWT, in the ``token`` query
 parameter) is checked against the database at every connect, and the session
-must be active. Failures still complete the WebSocket handshake and then close
+must be active. guacd is asked to connect only to the session's connect
+target (`Session.connect_target`); without one (no grant recorded yet) the
+viewer is refused with UPSTREAM_TIMEOUT 514, "still being prepared", and the
+page asks ``/viewer/<id>/info`` whether to retry. Failures still complete the WebSocket handshake and then close
 with the Guacamole status (769 unauthorised, 523 ended), because that is what
 the viewer can show; a plain HTTP request gets JSON.
 """
@@ -32,6 +35,7 @@ from protocols.display import DisplaySettings
 from protocols.errors import GuacdError
 from protocols.status import Ending
 from protocols.status import GuacamoleStatus as S
+from tunnels.base import TunnelStatus
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,10 @@ async def viewer_info(request: web.Request) -> web.Response:
             "workspace_name": session.workspace_name,
             "workspace_type": session.workspace_type,
             "app_url": app_url,
+            # Whether the network path is there (a recorded grant): while it is
+            # not and the tunnel is "pending" the page waits and retries.
+            "tunnel_status": session.tunnel_status,
+            "path_ready": session.connect_target is not None,
             "recording": ws is not None and records(ws),
             "clipboard": {
                 "copy": ws.allow_copy if ws else False,
@@ -135,8 +143,12 @@ async def _stream(
 ) -> None:
     workspace = broker.settings.workspace(session.workspace_id)
     assert workspace is not None and broker.guacd is not None
+    target = session.connect_target
+    if target is None:  # no grant recorded yet, or it failed or was revoked
+        await close_websocket(ws, no_path(session))
+        return
     try:
-        request = guacd_request(workspace, session, display)
+        request = guacd_request(workspace, session, target, display)
         connection = await broker.guacd.connect(request)
     except GuacdError as exc:
         await close_websocket(ws, Ending(exc.status, _guacd_failure(exc.status)))
@@ -166,6 +178,16 @@ async def _stream(
             await broker.sessions.touch_viewers([session.id])
         metrics.relayed(relay.stats)
     log.info("viewer of session %s closed: status %d", session.id, ending.status)
+
+
+def no_path(session: Session) -> Ending:
+    """The refusal of a viewer arriving while the session has no connect
+    target. UPSTREAM_TIMEOUT: a passing condition on the way to the desktop,
+    one guacamole-client itself retries, unlike 520 ("guacd unavailable") and
+    519 ("the desktop refused"). The page asks ``/info`` whether to retry."""
+    if session.tunnel_status in (TunnelStatus.FAILED, TunnelStatus.REVOKED):
+        return Ending(S.UPSTREAM_TIMEOUT, "The network path to this workspace failed")
+    return Ending(S.UPSTREAM_TIMEOUT, "The network path to this workspace is still being prepared")
 
 
 def _guacd_failure(status: S) -> str:
