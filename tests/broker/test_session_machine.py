@@ -18,8 +18,9 @@ from broker.core.audit import Action, Actor
 from broker.core.errors import Conflict, Unavailable
 from broker.core.events import SessionEnded
 from broker.core.models import EndReason
+from broker.core.reconciler import reconcile_once
 from broker.core.sessions import Launched
-from tests.broker.machine import StartMachine, user
+from tests.broker.machine import ALICE, StartMachine, user
 from tunnels.direct import DirectProvider
 from tunnels.netbird.provider import NetBirdProvider
 from tunnels.netbird.settings import NetBirdSettings
@@ -238,3 +239,107 @@ async def test_failed_revoke_is_retried_from_the_database_after_a_restart(
     revokes = await second.audit(action=Action.REVOKE_TUNNEL)
     assert [e.details["outcome"] for e in revokes] == ["failed", "failed", "revoked"]
     assert revokes[-1].details["grant_id"] == policy["id"]
+
+
+# -- ended sessions never say "pending"; every revoke is audited -------------------
+
+
+async def test_stop_racing_a_launch_ends_revoked_and_the_grant_removal_is_audited(
+    start_machine: StartMachine, netbird: Callable[[], NetBirdProvider], sim: SimulatedNetBird
+) -> None:
+    m = await start_machine(netbird())
+    sim.inject(FaultKind.SLOW, method="POST", path="/api/policies", delay=0.3)
+    launch = asyncio.create_task(m.launch("ws-linux"))
+    async with asyncio.timeout(5):
+        await sim.wait_for_request(policy_created)
+    current = await m.sessions.queries.active_in_workspace("ws-linux")
+    assert current is not None
+    # The stop's revoke lists the session's policies (none is recorded yet) and
+    # gets its answer only after the launch recorded its policy and started
+    # deleting it; the launch's own delete is answered last.
+    sim.inject(FaultKind.SLOW, method="GET", path="/api/policies", delay=1.2)
+    sim.inject(FaultKind.SLOW, method="DELETE", path="/api/policies/*", delay=2.4)
+    stop = asyncio.create_task(
+        m.sessions.stop_workspace(ALICE, m.workspace("ws-linux"), Actor.system())
+    )
+    with pytest.raises(Conflict, match="Session ended during launch"):
+        await launch
+    await stop
+
+    row = await m.row(current.id)
+    assert sim.policies() == []
+    assert row.grant_id is not None
+    assert (row.status, row.tunnel_status, row.revoked) == ("terminated", "revoked", True)
+    revokes = await m.audit(session_id=row.id, action=Action.REVOKE_TUNNEL)
+    assert [(e.details["grant_id"], e.details["outcome"]) for e in revokes] == [
+        (row.grant_id, "revoked")
+    ]
+
+
+async def test_launch_cut_short_by_a_crash_ends_failed_and_its_revokes_are_audited(
+    start_machine: StartMachine, netbird: Callable[[], NetBirdProvider], sim: SimulatedNetBird
+) -> None:
+    first = await start_machine(netbird())
+    sim.inject(FaultKind.HANG, method="POST", path="/api/policies")
+    launch = asyncio.create_task(first.launch("ws-linux"))
+    async with asyncio.timeout(5):
+        await sim.wait_for_request(policy_created)
+    (sid,) = await first.sessions.queries.active_grants()
+    # The first broker is as good as dead; the reconciler of a broker started
+    # on the same database finds the launch that never finished, while
+    # NetBird fails.
+    second = await start_machine(netbird())
+    sim.inject(FaultKind.ERROR, times=None, method="GET", path="/api/policies", status=503)
+    passed = await reconcile_once(second.sessions, netbird(), launch_timeout=0)
+    assert passed.interrupted == 1
+
+    row = await second.row(sid)
+    assert (row.status, row.end_reason, row.revoked) == ("terminated", "launch_failed", False)
+    assert row.tunnel_status == "failed"  # not "pending": the grant never came
+    sim.faults.clear()
+    assert await second.sessions.retry_revokes() == 0
+
+    row = await second.row(sid)
+    assert (row.tunnel_status, row.revoked) == ("failed", True)
+    (failed,) = await second.audit(session_id=sid, action=Action.LAUNCH_FAILED)
+    assert failed.details["error"] == "launch interrupted"
+    revokes = await second.audit(session_id=sid, action=Action.REVOKE_TUNNEL)
+    assert [e.details["outcome"] for e in revokes] == ["failed", "revoked"]
+    launch.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await launch
+
+
+async def test_failed_revoke_shows_failed_and_the_reconcilers_removal_is_audited(
+    start_machine: StartMachine, netbird: Callable[[], NetBirdProvider], sim: SimulatedNetBird
+) -> None:
+    m = await start_machine(netbird())
+    sid = (await m.launch("ws-linux")).session.id
+    (policy,) = sim.policies()
+    sim.inject(FaultKind.DROP, times=None, method="DELETE")
+    assert await m.sessions.end(sid, EndReason.USER_DISCONNECT, Actor.system())
+    row = await m.row(sid)
+    assert (row.tunnel_status, row.revoked) == ("failed", False)  # the path is still open
+
+    sim.faults.clear()
+    passed = await reconcile_once(m.sessions, netbird(), launch_timeout=120)
+    assert passed.deleted == 1 and sim.policies() == []
+    assert await m.sessions.retry_revokes() == 0
+
+    row = await m.row(sid)
+    assert (row.status, row.tunnel_status, row.revoked) == ("disconnected", "revoked", True)
+    revokes = await m.audit(session_id=sid, action=Action.REVOKE_TUNNEL)
+    assert [e.details["outcome"] for e in revokes] == ["failed", "revoked", "revoked"]
+    by_reconciler = {"grant_id": policy["id"], "outcome": "revoked", "by": "reconciler"}
+    assert revokes[1].details == by_reconciler
+
+
+async def test_ended_direct_sessions_keep_direct_with_nothing_to_audit(
+    start_machine: StartMachine,
+) -> None:
+    m = await start_machine(DirectProvider())
+    sid = (await m.launch("ws-linux")).session.id
+    assert await m.sessions.end(sid, EndReason.USER_DISCONNECT, Actor.system())
+    row = await m.row(sid)
+    assert (row.tunnel_status, row.revoked) == ("direct", True)
+    assert await m.audit(session_id=sid, action=Action.REVOKE_TUNNEL) == []
