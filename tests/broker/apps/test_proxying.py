@@ -222,6 +222,31 @@ async def test_requests_refused_before_any_upstream_connection(env, token):
     assert env.webapp.requests == ["GET /ws"]  # only the same-origin WebSocket
 
 
+async def test_only_the_connect_target_is_proxied_never_the_displayed_address(env, token):
+    sid, viewer_token = await env.launch(token())
+    browser = env.new_browser()
+    await env.sign_in(browser, sid, viewer_token)
+    db = env.client.app[BROKER].db
+    async with db() as s, s.begin():  # as before its grant is recorded, with an address shown
+        await s.execute(
+            update(Session)
+            .where(Session.id == sid)
+            .values(
+                ip_address="127.0.0.1",
+                tunnel_status="pending",
+                grant_id=None,
+                target_host=None,
+                target_port=None,
+            )
+        )
+    async with browser.get(env.origin(sid) + "/") as r:
+        assert r.status == 503 and (await r.json())["code"] == "tunnel_not_ready"
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await browser.ws_connect(env.origin(sid) + "/ws", origin=env.origin(sid))
+    assert refused.value.status == 503
+    assert env.webapp.requests == []
+
+
 async def test_request_bodies_over_the_limit_are_refused(make_env, token):
     env = await make_env("\n[apps]\nmax_request_bytes = 1024\n")
     sid, viewer_token = await env.launch(token())
