@@ -35,8 +35,16 @@ function takeToken() {
   return sessionStorage.getItem(storageKey);
 }
 
+// While the session's network path is being prepared (no tunnel grant recorded
+// yet) the page asks /info again every PATH_POLL_MS and connects once it is
+// ready, for at most PATH_WAIT_MS; a failed or revoked path is a final error.
+const PATH_WAIT_MS = 60000;
+const PATH_POLL_MS = 1000;
+const NO_PATH = 514;
+
 const token = takeToken();
 let client = null;
+let waitingSince = null;
 let ended = false;
 let lastError = null;
 
@@ -183,7 +191,8 @@ function connect() {
     finished = true;
     keyboard.onkeydown = keyboard.onkeyup = null;
     if (ended) return;
-    if (lastError) showError(lastError);
+    if (lastError && lastError.code === NO_PATH) retryWhenReady(lastError);
+    else if (lastError) showError(lastError);
     else showEnded(0, "");
   };
   c.onstatechange = (state) => {
@@ -219,16 +228,64 @@ async function disconnect() {
   // The tunnel closes with status 0 when the session ends; that shows the ended state.
 }
 
+// The session's state: the /info body, "gone" (401/404) or null (unreachable).
+async function readInfo() {
+  const info = await fetch(`/viewer/${sessionId}/info`, {
+    headers: { Authorization: `Bearer ${token}` },
+  }).catch(() => null);
+  if (info && info.ok) return info.json();
+  if (info && (info.status === 401 || info.status === 404)) return "gone";
+  return null;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// Wait while /info says the network path is being prepared. True when the
+// page should connect; otherwise it has shown why not.
+async function pathReady(body, status) {
+  waitingSince = waitingSince ?? Date.now();
+  for (;;) {
+    if (body === "gone") {
+      showError({ code: 769, message: "" });
+      return false;
+    }
+    if (!body || body.path_ready || body.tunnel_status === undefined) return true;
+    if (["failed", "revoked"].includes(body.tunnel_status)) {
+      setState("error", "Connection failed");
+      showOverlay("Connection failed", "The network path to this workspace failed. Open the session again from the portal.", false);
+      return false;
+    }
+    if (Date.now() - waitingSince > PATH_WAIT_MS) {
+      setState("error", "Connection failed");
+      showOverlay("Connection failed", status?.message || "The network path to this workspace is still being prepared.", true);
+      return false;
+    }
+    setState("preparing", "Preparing the network path…");
+    await sleep(PATH_POLL_MS);
+    body = await readInfo();
+  }
+}
+
+// The tunnel closed with 514: retry while /info says the path is being
+// prepared; a 514 with the path in place came from guacd and is shown as it is.
+async function retryWhenReady(status) {
+  const body = await readInfo();
+  if (!body || (body !== "gone" && body.path_ready)) return showError(status);
+  if (await pathReady(body, status)) connect();
+}
+
+function reconnect() {
+  waitingSince = null;
+  connect();
+}
+
 async function start() {
   if (!token) {
     showError({ code: 769, message: "" });
     return;
   }
-  const info = await fetch(`/viewer/${sessionId}/info`, {
-    headers: { Authorization: `Bearer ${token}` },
-  }).catch(() => null);
-  if (info && info.ok) {
-    const body = await info.json();
+  const body = await readInfo();
+  if (body && body !== "gone") {
     document.title = `${body.workspace_name} · Connection broker`;
     clipboardPolicy = body.clipboard;
     $("recording").hidden = !body.recording;
@@ -237,15 +294,12 @@ async function start() {
       location.replace(`${body.app_url}#token=${encodeURIComponent(token)}`);
       return;
     }
-  } else if (info && (info.status === 401 || info.status === 404)) {
-    showError({ code: 769, message: "" });
-    return;
   }
-  connect();
+  if (await pathReady(body, null)) connect();
 }
 
 $("disconnect").addEventListener("click", disconnect);
-$("reconnect").addEventListener("click", connect);
+$("reconnect").addEventListener("click", reconnect);
 $("clipboard-toggle").addEventListener("click", () => {
   $("clipboard-panel").hidden = !$("clipboard-panel").hidden;
 });
