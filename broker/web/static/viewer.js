@@ -197,6 +197,7 @@ function connect() {
   };
   c.onstatechange = (state) => {
     if (state === Guacamole.Client.State.CONNECTED) {
+      waitingSince = null;
       setState("connected", "Connected");
       el.focus();
       fit();
