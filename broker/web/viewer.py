@@ -7,9 +7,10 @@ parameter) is checked against the database at every connect, and the session
 must be active. guacd is asked to connect only to the session's connect
 target (`Session.connect_target`); without one (no grant recorded yet) the
 viewer is refused with UPSTREAM_TIMEOUT 514, "still being prepared", and the
-page asks ``/viewer/<id>/info`` whether to retry. Failures still complete the WebSocket handshake and then close
-with the Guacamole status (769 unauthorised, 523 ended), because that is what
-the viewer can show; a plain HTTP request gets JSON.
+page asks ``/viewer/<id>/info`` whether to retry. Failures still complete the
+WebSocket handshake and then close with the Guacamole status (769
+unauthorised, 523 ended), because that is what the viewer can show; a plain
+HTTP request gets JSON.
 """
 
 from __future__ import annotations
