@@ -21,6 +21,7 @@ from broker.config.auth import AuthSettings
 from broker.config.coerce import DERIVED_KEYS, SECRET_KEYS, build, coerce, parse_env
 from broker.config.demo import DEMO_CONFIG, DemoSettings
 from broker.config.errors import ConfigError
+from broker.config.files import make_private_dir
 from broker.config.settings import SECTIONS, Settings
 from broker.config.tunnel import NetBirdSection, netbird_settings, validate_provider
 from broker.config.workspaces import WorkspaceConfig, validate_workspaces
@@ -156,7 +157,7 @@ def dev_secret(data_dir: Path) -> str:
     path = data_dir / "dev-hs256.secret"
     if path.exists():
         return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(data_dir)
     value = secrets.token_urlsafe(48)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:

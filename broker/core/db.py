@@ -14,9 +14,11 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
+
+from broker.config.files import create_private_file, make_private_dir
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -31,7 +33,9 @@ def create_engine(
     statement_timeout: float = 10.0,
     echo: bool = False,
 ) -> AsyncEngine:
-    """An async engine for ``url``; SQLite files get their directory created.
+    """An async engine for ``url``; a SQLite file and its missing directories
+    are created private (0600, 0700), and SQLite gives its ``-wal`` and
+    ``-shm`` files the database file's mode.
     Every PostgreSQL connect and statement is bounded by ``statement_timeout``."""
     if url.startswith("sqlite"):
         return _sqlite_engine(url, busy_timeout_ms, echo)
@@ -53,9 +57,7 @@ def create_engine(
 
 
 def _sqlite_engine(url: str, busy_timeout_ms: int, echo: bool) -> AsyncEngine:
-    path = url.split("///", 1)[1] if "///" in url else ""
-    if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    _create_sqlite_file(make_url(url).database or "")
     engine = create_async_engine(url, echo=echo, connect_args={"timeout": busy_timeout_ms / 1000})
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -73,6 +75,18 @@ def _sqlite_engine(url: str, busy_timeout_ms: int, echo: bool) -> AsyncEngine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _create_sqlite_file(database: str) -> None:
+    """Create the database file 0600 (and its missing directories 0700) before
+    SQLite does: SQLite would make it 0644 less the umask, and it creates the
+    ``-wal`` and ``-shm`` files with the database file's own mode, so all three
+    stay private. An existing file is left as it is."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    make_private_dir(path.parent)
+    create_private_file(path)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[DbSession]:

@@ -9,7 +9,11 @@ decode/encode round trip; others are checked as UTF-8 first.
 
 Browser to guacd: each message must be exactly one instruction. Internal
 instructions (empty opcode) are never forwarded: ``ping`` is echoed at once,
-in a frame of its own, so it always lands between whole instructions. Input
+in a frame of its own, so it always lands between whole instructions. Only
+what a Guacamole client sends passes (`protocols.client_policy`, the set
+computed once per relay from the connection's parameters): anything else, or
+a ``blob``/``end`` on a stream the browser did not open, closes the tunnel
+with CLIENT_BAD_TYPE (783) before it reaches guacd. Input
 is held until guacd's first ``sync`` (guacd 1.5.5's VNC plugin crashes on a
 ``mouse`` before the connection is up); held mouse moves are coalesced. The
 answers to guacd's ``required`` prompt (``argv`` streams) pass at once.
@@ -36,6 +40,12 @@ from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from protocols.client_policy import (
+    BASE_OPCODES,
+    MAX_CLIENT_STREAMS,
+    STREAM_OPCODES,
+    STREAM_OPENERS,
+)
 from protocols.errors import InstructionError
 from protocols.guacd import GuacdConnection
 from protocols.instruction import BoundaryScanner, Instruction, parse_instruction
@@ -46,6 +56,7 @@ log = logging.getLogger(__name__)
 READ_SIZE = 65536
 MAX_BROWSER_MESSAGE = 8192 * 4 + 64  # guacd's 8192-character limit, in UTF-8 bytes
 WRITE_TIMEOUT = 15.0
+_BEFORE_SYNC = frozenset({"nop", "sync", "disconnect"})
 
 
 @dataclass(slots=True)
@@ -92,7 +103,9 @@ class Relay:
     """Pumps one browser WebSocket and one guacd connection until either ends.
 
     ``on_input`` is called when the user sends input (mouse or key), at most
-    once every ``input_interval`` seconds, for the idle limit. The caller owns
+    once every ``input_interval`` seconds, for the idle limit. ``allowed`` is
+    the set of opcodes the browser may send (`protocols.client_policy`; by
+    default no clipboard, audio or file transfer). The caller owns
     ``ws`` (already prepared) and ``guacd`` and must call `run` once; `end`
     may be called from anywhere.
     """
@@ -105,6 +118,7 @@ class Relay:
         held_limit: int = 256,
         on_input: Callable[[], None] | None = None,
         input_interval: float = 30.0,
+        allowed: frozenset[str] = BASE_OPCODES,
     ) -> None:
         self.ws = ws
         self.guacd = guacd
@@ -113,7 +127,8 @@ class Relay:
         self._held: list[bytes] | None = []
         self._held_limit = held_limit
         self._held_mask: tuple[str, ...] | None = None
-        self._argv_streams: set[str] = set()
+        self._allowed = allowed
+        self._streams: dict[str, str] = {}  # the browser's open streams: index -> opener
         self._on_input = on_input
         self._input_interval = input_interval
         self._last_input = 0.0
@@ -219,27 +234,47 @@ class Relay:
             if instruction.args[:1] == ("ping",):
                 await self.ws.send_str(text)
             return None
-        if instruction.opcode in ("mouse", "key"):
+        opcode = instruction.opcode
+        if opcode not in self._allowed:
+            return _refused(f"The viewer may not send {opcode[:32]!r}")
+        if opcode in STREAM_OPCODES:
+            stream = self._stream_of(instruction)
+            if stream is None:
+                return _refused(f"The viewer sent {opcode!r} on a stream it did not open")
+            # The answers to a ``required`` prompt (``argv`` streams) pass before
+            # the first ``sync``: guacd waits for them before it draws anything.
+            early = stream == "argv"
+        else:
+            early = opcode in _BEFORE_SYNC  # keep-alives and leaving
+        if opcode in ("mouse", "key"):
             self._touch()
         data = text.encode()
-        if self._held is not None and not self._passes_before_sync(instruction):
+        if self._held is not None and not early:
             self._hold(instruction, data)
             return None
         self.guacd.writer.write(data)
         await asyncio.wait_for(self.guacd.writer.drain(), WRITE_TIMEOUT)
         return None
 
-    def _passes_before_sync(self, instruction: Instruction) -> bool:
-        """What may reach guacd before its first ``sync``: keep-alives, leaving,
-        and the answers to a ``required`` prompt (``argv`` streams), which guacd
-        waits for before it draws anything."""
+    def _stream_of(self, instruction: Instruction) -> str | None:
+        """The opener (``argv``, ``clipboard``, ...) of the browser's stream that
+        ``instruction`` opens, writes to or ends; tracks opens and ends. None
+        when it names no stream the browser opened (or one too many)."""
         opcode, args = instruction.opcode, instruction.args
-        if opcode in ("nop", "sync", "disconnect"):
-            return True
-        if opcode == "argv" and args:
-            self._argv_streams.add(args[0])
-            return True
-        return opcode in ("blob", "end") and bool(args) and args[0] in self._argv_streams
+        position = STREAM_OPENERS.get(opcode)
+        if position is not None:
+            if len(args) <= position:
+                return None
+            index = args[position]
+            if index not in self._streams and len(self._streams) >= MAX_CLIENT_STREAMS:
+                return None
+            self._streams[index] = opcode
+            return opcode
+        if not args:
+            return None
+        if opcode == "end":
+            return self._streams.pop(args[0], None)
+        return self._streams.get(args[0])
 
     def _hold(self, instruction: Instruction, data: bytes) -> None:
         """Keep input for after the first ``sync``. A move that only follows
@@ -265,6 +300,10 @@ class Relay:
         if self._on_input is not None and now - self._last_input >= self._input_interval:
             self._last_input = now
             self._on_input()
+
+
+def _refused(message: str) -> Ending:
+    return Ending(GuacamoleStatus.CLIENT_BAD_TYPE, message)
 
 
 def _valid_utf8(data: bytes) -> bool:

@@ -32,6 +32,7 @@ from broker.web.http import bearer_token, broker_of, json_response, metrics_of
 from broker.web.metrics import Metrics
 from broker.web.origins import app_entry_url
 from broker.web.relay import Relay, TunnelSocket, close_websocket
+from protocols.client_policy import allowed_opcodes
 from protocols.display import DisplaySettings
 from protocols.errors import GuacdError
 from protocols.status import Ending
@@ -164,6 +165,7 @@ async def _stream(
         held_limit=broker.settings.viewer.held_input_limit,
         on_input=lambda: broker.sessions.note_activity(session.id),
         input_interval=broker.settings.limits.activity_write_seconds,
+        allowed=allowed_opcodes(request.parameters),
     )
     broker.streams.add(session.id, relay)
     await broker.sessions.touch_viewers([session.id])

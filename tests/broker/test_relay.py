@@ -19,6 +19,7 @@ from broker.core.events import SessionEnded
 from broker.core.streams import OpenStreams
 from broker.web.apps import ProxiedStream
 from broker.web.relay import Relay
+from protocols.client_policy import BASE_OPCODES, MAX_CLIENT_STREAMS, allowed_opcodes
 from protocols.guacd import GuacdConnection, GuacdEndpoint
 from protocols.instruction import Instruction
 from protocols.status import Ending, GuacamoleStatus
@@ -60,7 +61,13 @@ class Relayed:
 
 
 @pytest.fixture
-async def relayed() -> AsyncIterator[Relayed]:
+def relay_allowed() -> frozenset[str]:
+    """What the relay lets the browser send; parametrize to change it."""
+    return BASE_OPCODES
+
+
+@pytest.fixture
+async def relayed(relay_allowed: frozenset[str]) -> AsyncIterator[Relayed]:
     broker_end, guacd_end = socket.socketpair()
     relays: asyncio.Queue[Relay] = asyncio.Queue()
     result: asyncio.Future[Ending] = asyncio.get_running_loop().create_future()
@@ -72,7 +79,7 @@ async def relayed() -> AsyncIterator[Relayed]:
         guacd = GuacdConnection(
             reader, writer, GuacdEndpoint("socketpair"), "VERSION_1_5_0", (), "$test"
         )
-        relay = Relay(ws, guacd)
+        relay = Relay(ws, guacd, allowed=relay_allowed)
         relays.put_nowait(relay)
         result.set_result(await relay.run())
         return ws
@@ -173,3 +180,117 @@ async def test_one_session_end_reaches_every_kind_of_stream(relayed: Relayed) ->
     streams.remove("s-1", relayed.relay)
     streams.remove("s-1", proxied)
     assert streams.session_ids() == ["s-2"]
+
+
+# -- what the browser may send (protocols.client_policy) ------------------------
+
+EVERYTHING = allowed_opcodes(
+    {"disable-paste": "false", "enable-audio-input": "true", "enable-sftp": "true"}
+)
+KEY = "3.key,5.65307,1.1;"
+
+
+def i(opcode: str, *args: str) -> str:
+    return Instruction(opcode, args).encode()
+
+
+async def first_sync(relayed: Relayed) -> None:
+    await relayed.to_browser(SYNC)
+    assert await relayed.browser_reads() == SYNC
+
+
+async def assert_refused(relayed: Relayed) -> None:
+    """The tunnel closed with CLIENT_BAD_TYPE, the browser was told why, and
+    guacd got nothing more before the relay let it go."""
+    frames, code, reason = await relayed.browser_close()
+    assert (code, reason) == (1003, "783")
+    assert len(frames) == 1 and frames[0].startswith("5.error,") and frames[0].endswith("3.783;")
+    received = await asyncio.wait_for(relayed.guacd_reader.read(), TIMEOUT)
+    assert received == b""
+    ending = await asyncio.wait_for(relayed.result, TIMEOUT)
+    assert ending.status == GuacamoleStatus.CLIENT_BAD_TYPE
+
+
+@pytest.mark.parametrize(
+    "instruction",
+    [
+        i("select", "vnc"),
+        i("connect", "VERSION_1_5_0", "evil.example", "22"),
+        i("args", "VERSION_1_5_0"),
+        i("name", "mallory"),
+        i("error", "forged", "512"),
+        i("clipboard", "0", "text/plain"),  # paste is not allowed here
+        i("audio", "0", "audio/L16;rate=44100,channels=2"),  # no audio input
+        i("file", "0", "text/plain", "a.txt"),  # no file transfer
+        i("get", "1", "/etc/passwd"),
+        i("blob", "7", "AAAA"),  # a stream the browser never opened
+        i("end", "7"),
+    ],
+)
+async def test_what_a_guacamole_client_never_sends_closes_783_and_never_reaches_guacd(
+    relayed: Relayed, instruction: str
+) -> None:
+    await first_sync(relayed)
+    await relayed.browser.send_str(KEY)  # typing reaches guacd
+    assert await relayed.from_guacd(len(KEY)) == KEY
+    await relayed.browser.send_str(instruction)
+    await assert_refused(relayed)
+
+
+async def test_refused_even_while_input_is_held(relayed: Relayed) -> None:
+    """Before guacd's first ``sync`` input is held, not dropped; a handshake
+    instruction is refused at once, not held and released later."""
+    await relayed.browser.send_str(KEY)
+    await relayed.browser.send_str(i("connect", "VERSION_1_5_0", "evil.example"))
+    await assert_refused(relayed)
+
+
+@pytest.mark.parametrize("relay_allowed", [EVERYTHING])
+async def test_everything_guacamole_common_js_sends_reaches_guacd(relayed: Relayed) -> None:
+    await first_sync(relayed)
+    sent = [
+        i("size", "1280", "720"),
+        KEY,
+        i("mouse", "10", "20", "1"),
+        i("touch", "0", "10", "20", "5", "5", "0", "1"),
+        i("sync", "1"),
+        i("nop"),
+        i("ack", "90", "OK", "0"),  # the answer to a blob on guacd's stream 90
+        *(i("clipboard", "0", "text/plain"), i("blob", "0", "aGk="), i("end", "0")),
+        *(i("audio", "1", "audio/L16;rate=44100,channels=2"), i("blob", "1", "AAAA")),
+        *(i("file", "2", "application/pdf", "a.pdf"), i("blob", "2", "JVBE"), i("end", "2")),
+        *(i("put", "5", "3", "text/plain", "/b.txt"), i("blob", "3", "Yg=="), i("end", "3")),
+        i("get", "5", "/b.txt"),
+        *(i("pipe", "4", "text/plain", "STDIN"), i("blob", "4", "eA=="), i("end", "4")),
+        *(i("argv", "0", "text/plain", "color-depth"), i("blob", "0", "MTY="), i("end", "0")),
+        i("end", "1"),
+    ]
+    for text in sent:
+        await relayed.browser.send_str(text)
+    expected = "".join(sent)
+    assert await relayed.from_guacd(len(expected.encode())) == expected
+    await relayed.browser.send_str(i("disconnect"))
+    assert await relayed.from_guacd(len("10.disconnect;")) == "10.disconnect;"
+
+
+@pytest.mark.parametrize("relay_allowed", [EVERYTHING])
+async def test_a_stream_ended_by_the_browser_takes_no_more_data(relayed: Relayed) -> None:
+    await first_sync(relayed)
+    sent = [i("clipboard", "0", "text/plain"), i("blob", "0", "aGk="), i("end", "0")]
+    for text in sent:
+        await relayed.browser.send_str(text)
+    expected = "".join(sent)
+    assert await relayed.from_guacd(len(expected)) == expected
+    await relayed.browser.send_str(i("blob", "0", "aGk="))
+    await assert_refused(relayed)
+
+
+async def test_the_browser_cannot_open_streams_without_bound(relayed: Relayed) -> None:
+    await first_sync(relayed)
+    opens = [i("argv", str(n), "text/plain", "username") for n in range(MAX_CLIENT_STREAMS)]
+    for text in opens:
+        await relayed.browser.send_str(text)
+    expected = "".join(opens)
+    assert await relayed.from_guacd(len(expected)) == expected
+    await relayed.browser.send_str(i("argv", "64", "text/plain", "username"))
+    await assert_refused(relayed)
