@@ -185,7 +185,7 @@ async def _build(
     )
     stack.push_async_callback(sessions.aclose)
     guacd = guacd_client(settings.guacd)
-    credentials = Credentials(db, auth, settings.auth)
+    credentials = Credentials(db, auth, settings)
     broker = Broker(
         settings,
         engine,

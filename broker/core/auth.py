@@ -3,32 +3,46 @@
 `Authenticator.authenticate` verifies signature, ``exp``, ``nbf``, ``iss`` and
 ``aud`` (with a small leeway) and raises `Unauthorized` with a generic message
 for every failure; the precise reason goes to the debug log, never to the caller.
+Time claims must be JSON numbers (PyJWT alone takes ``"9999999999"``), and a
+``sub`` with control or Unicode format characters (bidi overrides) is refused.
+
+`Entitlement` is what a credential proves about the user's rights (roles, admin,
+MFA); `require_entitled` holds it against a workspace's current rules, at launch
+and at every connect (`broker.core.credentials`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
+import unicodedata
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import jwt
 
 from broker.config import AuthSettings, WorkspaceConfig
-from broker.core.errors import Unauthorized
+from broker.core.errors import Forbidden, Unauthorized
 from broker.core.keys import KeySource, key_source
 
 log = logging.getLogger(__name__)
 
 MFA_METHODS = frozenset({"mfa", "otp", "hwk"})
+TIME_CLAIMS = ("exp", "nbf", "iat")
+LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+NOT_ENTITLED = "You are not allowed to use this workspace"
+MFA_REQUIRED = "Multi-factor authentication is required to use this workspace"
 
 
 @dataclass(frozen=True, slots=True)
-class Principal:
-    user_id: str
-    email: str
+class Entitlement:
+    """What a credential proves about its user's rights: the roles, admin flag
+    and MFA of the token that proved them."""
+
     roles: frozenset[str]
     is_admin: bool
     mfa_verified: bool
@@ -39,6 +53,37 @@ class Principal:
         if self.is_admin or not workspace.allowed_roles:
             return True
         return not self.roles.isdisjoint(workspace.allowed_roles)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The user a verified JWT proves; ``expires_at`` is the token's ``exp``."""
+
+    user_id: str
+    email: str
+    roles: frozenset[str]
+    is_admin: bool
+    mfa_verified: bool
+    expires_at: datetime = LATEST
+
+    @property
+    def entitlement(self) -> Entitlement:
+        return Entitlement(self.roles, self.is_admin, self.mfa_verified)
+
+    def may_use(self, workspace: WorkspaceConfig) -> bool:
+        return self.entitlement.may_use(workspace)
+
+
+def require_entitled(
+    who: Entitlement | Principal, workspace: WorkspaceConfig | None, settings: AuthSettings
+) -> None:
+    """`Forbidden` unless ``who`` may use ``workspace`` under its current rules:
+    one of its ``allowed_roles`` (or admin), and MFA when ``require_mfa`` is on.
+    A workspace no longer configured is nobody's."""
+    if workspace is None or not who.may_use(workspace):
+        raise Forbidden(NOT_ENTITLED, code="not_entitled")
+    if settings.require_mfa and not who.mfa_verified:
+        raise Forbidden(MFA_REQUIRED, code="mfa_required")
 
 
 class Authenticator:
@@ -71,9 +116,12 @@ class Authenticator:
                 leeway=self._s.leeway_seconds,
                 options={"require": ["exp", "sub", "iss", "aud"]},
             )
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, OverflowError) as exc:
             log.debug("token refused: %s", type(exc).__name__)
             raise Unauthorized("Invalid or expired token") from None
+        if not all(_is_time(claims[name]) for name in TIME_CLAIMS if name in claims):
+            log.debug("token refused: a time claim is not a number")
+            raise Unauthorized("Invalid token")
         return self._principal(claims)
 
     def _principal(self, claims: dict[str, Any]) -> Principal:
@@ -91,6 +139,7 @@ class Authenticator:
             roles=roles,
             is_admin=not roles.isdisjoint(self._s.admin_roles),
             mfa_verified=not amr.isdisjoint(MFA_METHODS),
+            expires_at=_instant(claims["exp"]),
         )
 
     async def aclose(self) -> None:
@@ -98,9 +147,24 @@ class Authenticator:
 
 
 def _has_controls(value: str) -> bool:
-    """Control characters (NUL among them, which PostgreSQL cannot store) have
-    no place in a user id or an email address."""
-    return any(ord(c) < 32 or ord(c) == 127 for c in value)
+    """Control characters (NUL among them, which PostgreSQL cannot store) and
+    Unicode format characters (category Cf: bidi overrides such as U+202E,
+    zero-width ones) have no place in a user id or an email address: they make
+    one identity look like another in the portal, the audit log and logs."""
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 or unicodedata.category(c) == "Cf" for c in value)
+
+
+def _is_time(value: Any) -> bool:
+    """A NumericDate (RFC 7519): a finite JSON number; not a string, not a boolean."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _instant(value: int | float) -> datetime:
+    """A NumericDate as an aware datetime, clamped to what databases store."""
+    try:
+        return min(datetime.fromtimestamp(value, UTC), LATEST)
+    except (OverflowError, OSError, ValueError):
+        return LATEST if value > 0 else datetime.fromtimestamp(0, UTC)
 
 
 def _claim(claims: dict[str, Any], path: str) -> Any:

@@ -11,6 +11,28 @@ The broker accepts three kinds of credential, and nothing else:
   hash, bound to the same session and owner: proves that session on its app
   origin, for as long as it is active.
 
+Rules hold at every connect, not only at launch. Whatever opens a stream
+(the viewer tunnel, ``/viewer/<id>/info``, the app-cookie exchange, every
+request an app cookie signs) must satisfy the workspace's current
+``allowed_roles`` and ``require_mfa`` (`broker.core.auth.require_entitled`,
+`Forbidden` otherwise) for the user at that moment:
+
+- with a JWT, what that JWT proves now;
+- with a viewer token, what the JWT that launched it proved (its roles, admin
+  flag and MFA are recorded with it), and only until that JWT's ``exp``: a
+  viewer token never proves more, or for longer, than the credential it was
+  issued for. Roles taken away at the identity provider therefore bite at
+  the next connect once the launching JWT has expired; a change of the
+  workspace's rules bites at the next connect at once. After the launching
+  JWT's ``exp`` the token can still end its own session (disconnect);
+- with an app cookie, what the viewer token it was traded for recorded. The
+  cookie lives with its session (like an open viewer stream, it is not cut
+  when the launching JWT expires), but every request is held against the
+  workspace's current rules.
+
+A credential that proves a user, presented for a session that is not theirs
+(or does not exist), is `NotFound`: it is no failed sign-in.
+
 The web edge reads credentials out of requests and maps the errors raised
 here (`Unauthorized`, `Forbidden`, `NotFound`) to answers; it decides nothing
 about them itself.
@@ -28,10 +50,10 @@ import jwt
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from broker.config import AuthSettings
+from broker.config import Settings
 from broker.core import audit
 from broker.core.audit import Action, Actor
-from broker.core.auth import Authenticator, Principal
+from broker.core.auth import Authenticator, Entitlement, Principal, require_entitled
 from broker.core.db import DbSession
 from broker.core.errors import BrokerError, Forbidden, NotFound, Unauthorized
 from broker.core.models import (
@@ -63,16 +85,33 @@ def is_jwt(token: str) -> bool:
     return token.count(".") == 2
 
 
-def issue_viewer_token(db: DbSession, token: str, session: Session, now: datetime) -> None:
+def issue_viewer_token(
+    db: DbSession, token: str, session: Session, now: datetime, who: Principal
+) -> None:
     """Store ``token`` (only its hash) as a viewer token of ``session``, bound
-    to its owner, in the caller's transaction."""
+    to its owner, in the caller's transaction; it records what ``who`` (the
+    launching JWT) proves and expires with it."""
     db.add(
         ViewerToken(
             token_hash=hash_token(token),
             session_id=session.id,
             user_id=session.user_id,
             created_at=now,
+            roles=sorted(who.roles),
+            is_admin=who.is_admin,
+            mfa_verified=who.mfa_verified,
+            expires_at=who.expires_at,
         )
+    )
+
+
+def recorded(row: ViewerToken | AppCookie) -> Entitlement:
+    """The entitlement a viewer token or app cookie recorded at issue."""
+    roles = row.roles if isinstance(row.roles, list) else []
+    return Entitlement(
+        frozenset(r for r in roles if isinstance(r, str)),
+        bool(row.is_admin),
+        bool(row.mfa_verified),
     )
 
 
@@ -94,13 +133,14 @@ class Credentials:
         self,
         db: async_sessionmaker[DbSession],
         auth: Authenticator,
-        settings: AuthSettings,
+        settings: Settings,
         *,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._db = db
         self._auth = auth
-        self._settings = settings
+        self._settings = settings.auth
+        self._workspace = settings.workspace
         self._clock = clock
 
     # -- bearer JWTs -------------------------------------------------------------
@@ -146,9 +186,9 @@ class Credentials:
 
     # -- viewer tokens -----------------------------------------------------------
 
-    async def session_of_viewer_token(self, token: str) -> Session | None:
-        """The session a viewer token was issued for, active or not; None for an
-        unknown token."""
+    async def _viewer_token(self, token: str) -> tuple[ViewerToken, Session] | None:
+        """A viewer token's row and the session it was issued for, active or not;
+        None for an unknown token."""
         async with self._db() as db:
             row = await db.get(ViewerToken, hash_token(token))
             if row is None:
@@ -156,7 +196,21 @@ class Credentials:
             session = await db.get(Session, row.session_id)
         if session is None or session.user_id != row.user_id:
             return None
-        return session
+        return row, session
+
+    def _expired(self, row: ViewerToken) -> bool:
+        """Whether the JWT a viewer token was issued for has expired."""
+        return row.expires_at is not None and row.expires_at <= self._clock()
+
+    def _entitled(self, who: Entitlement | Principal, session: Session) -> None:
+        """`Forbidden` unless ``who`` may use ``session``'s workspace now."""
+        require_entitled(who, self._workspace(session.workspace_id), self._settings)
+
+    async def session_of_viewer_token(self, token: str) -> Session | None:
+        """The session a viewer token was issued for, active or not; None for an
+        unknown token."""
+        found = await self._viewer_token(token)
+        return found[1] if found else None
 
     async def session_for_viewer_token(self, token: str) -> Session:
         """The active session a viewer token belongs to; `Unauthorized` otherwise
@@ -169,19 +223,37 @@ class Credentials:
     async def viewer_session(self, session_id: str, token: str) -> Session:
         """The session ``token`` may view: ``session_id`` when the token is one of
         its viewer tokens or a JWT of its owner. Ended sessions are returned too
-        (the caller decides); anything else is `Unauthorized`."""
-        if not looks_like_session_id(session_id) or not token:
+        (the caller decides). An active one must be the user's to use now
+        (`Forbidden`: the workspace's roles or MFA rule refuse them; a viewer
+        token past its launching JWT's ``exp`` is `Unauthorized`). A valid JWT,
+        or the live viewer token of another session, is `NotFound`; anything
+        else `Unauthorized`."""
+        if not token:
             raise Unauthorized("Invalid viewer credential")
         if is_jwt(token):
             who = await self._auth.authenticate(token)
+            if not looks_like_session_id(session_id):
+                raise NotFound(SESSION_NOT_FOUND)
             async with self._db() as db:
                 session = await db.get(Session, session_id)
             if session is None or session.user_id != who.user_id:
-                raise Unauthorized("Invalid viewer credential")
+                raise NotFound(SESSION_NOT_FOUND)
+            if session.status == SessionStatus.ACTIVE:
+                self._entitled(who, session)
             return session
-        session = await self.session_of_viewer_token(token)
-        if session is None or session.id != session_id:
+        found = await self._viewer_token(token)
+        if found is None:
             raise Unauthorized("Invalid viewer credential")
+        row, session = found
+        live = session.status == SessionStatus.ACTIVE and not self._expired(row)
+        if session.id != session_id:
+            if live:
+                raise NotFound(SESSION_NOT_FOUND)
+            raise Unauthorized("Invalid viewer credential")
+        if session.status == SessionStatus.ACTIVE:
+            if not live:
+                raise Unauthorized("Invalid or expired viewer token")
+            self._entitled(recorded(row), session)
         return session
 
     async def session_user(self, session_id: str, token: str) -> SessionUser:
@@ -204,7 +276,9 @@ class Credentials:
         for the app cookie ``cookie`` (stored hashed, bound to the session and
         its user). A token is exchanged once; a second try is `Unauthorized`
         with code ``token_used``. Also `Unauthorized`: an unknown token, one of
-        another session, an ended session; `Forbidden`: not an html5 workspace."""
+        another session, an ended session, a token past its launching JWT's
+        ``exp``; `Forbidden`: not an html5 workspace, or the workspace's current
+        rules refuse what the token recorded. A refusal changes nothing."""
         now = self._clock()
         async with self._db() as db, db.begin():
             row = await db.get(ViewerToken, hash_token(token))
@@ -215,10 +289,13 @@ class Credentials:
                 or session.id != session_id
                 or session.status != SessionStatus.ACTIVE
                 or session.user_id != row.user_id
+                or self._expired(row)
             ):
                 raise Unauthorized("Invalid or expired viewer token")
             if session.workspace_type != "html5":
                 raise Forbidden("This session's workspace is not an HTML5 web app")
+            entitlement = recorded(row)
+            self._entitled(entitlement, session)
             won = await db.scalar(
                 update(ViewerToken)
                 .where(ViewerToken.token_hash == row.token_hash, ViewerToken.exchanged_at.is_(None))
@@ -233,6 +310,9 @@ class Credentials:
                     session_id=session.id,
                     user_id=session.user_id,
                     created_at=now,
+                    roles=sorted(entitlement.roles),
+                    is_admin=entitlement.is_admin,
+                    mfa_verified=entitlement.mfa_verified,
                 )
             )
             audit.record(
@@ -249,24 +329,34 @@ class Credentials:
 
     async def app_session(self, session_id: str, cookies: Sequence[str]) -> Session:
         """The active session ``session_id`` when one of ``cookies`` (the app-cookie
-        values a request carried; the first few are tried) was issued for it.
-        Otherwise `Unauthorized`, code ``session_ended`` (a cookie of it, but it
-        has ended) or ``not_signed_in``."""
+        values a request carried; the first few are tried) was issued for it,
+        and the workspace's current rules still allow what the cookie recorded
+        (`Forbidden` otherwise). Otherwise `Unauthorized`, code
+        ``session_ended`` (a cookie of it, but it has ended) or ``not_signed_in``."""
         hashes = [hash_token(c) for c in cookies[:MAX_APP_COOKIES]]
         ended = False
+        refused: Forbidden | None = None
         if hashes and looks_like_session_id(session_id):
             async with self._db() as db:
                 rows = await db.execute(
-                    select(AppCookie.user_id, Session)
+                    select(AppCookie, Session)
                     .join(Session, Session.id == AppCookie.session_id)
                     .where(AppCookie.token_hash.in_(hashes), AppCookie.session_id == session_id)
                 )
-                for user_id, session in rows.all():
-                    if session.user_id != user_id:
+                for cookie, session in rows.all():
+                    if session.user_id != cookie.user_id:
                         continue
-                    if session.status == SessionStatus.ACTIVE:
-                        return session
-                    ended = True
+                    if session.status != SessionStatus.ACTIVE:
+                        ended = True
+                        continue
+                    try:
+                        self._entitled(recorded(cookie), session)
+                    except Forbidden as exc:
+                        refused = exc
+                        continue
+                    return session
+        if refused is not None:
+            raise refused
         if ended:
             raise Unauthorized("This workspace session has ended", code="session_ended")
         raise Unauthorized("Not signed in to this workspace", code="not_signed_in")

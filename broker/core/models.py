@@ -166,12 +166,20 @@ class ViewerToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # Set when the token was exchanged for an HTML5 app cookie (allowed once).
     exchanged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # What the launching JWT proved (`broker.core.auth.Entitlement`), held against
+    # the workspace's rules at every connect; the token dies at that JWT's ``exp``.
+    roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    mfa_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class AppCookie(Base):
     """The credential of an HTML5 workspace's origin (`broker.web.apps`): a random
     cookie value, stored only as a hash, bound to one session and its user. It
-    is valid only while that session is active."""
+    is valid only while that session is active, and carries the entitlement of
+    the viewer token it was traded for (held against the workspace's rules at
+    every request)."""
 
     __tablename__ = "app_cookies"
 
@@ -179,6 +187,9 @@ class AppCookie(Base):
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
     user_id: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    mfa_verified: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class AuditEvent(Base):

@@ -185,7 +185,7 @@ class SessionService(Revokes):
             if current is not None:
                 if current.user_id != principal.user_id:
                     raise Conflict("Workspace is in use by another session")
-                issue_viewer_token(db, token, current, now)
+                issue_viewer_token(db, token, current, now, principal)
                 return current, False
             await self._check_user_limit(db, principal.user_id)
             session = Session(
@@ -209,7 +209,7 @@ class SessionService(Revokes):
             )
             db.add(session)
             await db.flush()
-            issue_viewer_token(db, token, session, now)
+            issue_viewer_token(db, token, session, now, principal)
             audit.record(
                 db,
                 Action.LAUNCH_WORKSPACE,

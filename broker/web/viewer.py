@@ -3,14 +3,16 @@ guacamole-common-js WebSocket tunnel (DESIGN.md section 2).
 
 Tunnel authorisation happens before anything touches guacd: the credential
 (the session's viewer token, or the owner's JWT, in the ``token`` query
-parameter) is checked against the database at every connect, and the session
-must be active. guacd is asked to connect only to the session's connect
-target (`Session.connect_target`); without one (no grant recorded yet) the
-viewer is refused with UPSTREAM_TIMEOUT 514, "still being prepared", and the
-page asks ``/viewer/<id>/info`` whether to retry. Failures still complete the
-WebSocket handshake and then close with the Guacamole status (769
-unauthorised, 523 ended), because that is what the viewer can show; a plain
-HTTP request gets JSON.
+parameter) is checked against the database at every connect, the session
+must be active, and the workspace's current roles and MFA rule must allow the
+user (`broker.core.credentials`). guacd is asked to connect only to the
+session's connect target (`Session.connect_target`); without one (no grant
+recorded yet) the viewer is refused with UPSTREAM_TIMEOUT 514, "still being
+prepared", and the page asks ``/viewer/<id>/info`` whether to retry. Failures
+still complete the WebSocket handshake and then close with the Guacamole
+status (769 unauthorised, 771 forbidden, 516 another user's session, 523
+ended), because that is what the viewer can show; a plain HTTP request gets
+JSON.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from broker.core.errors import BrokerError, ConfigError, NotFound, Unauthorized
+from broker.core.errors import BrokerError, ConfigError, Forbidden, NotFound, Unauthorized
 from broker.core.models import Session, SessionStatus
 from broker.core.runtime import Broker
 from broker.core.streams import DEFAULT_ENDING, DRAINING, ending_for
@@ -126,6 +128,10 @@ async def _refusal(broker: Broker, session_id: str, token: str) -> Ending | None
         session = await broker.credentials.viewer_session(session_id, token)
     except Unauthorized:
         return Ending(S.CLIENT_UNAUTHORIZED, "This viewer link is not valid")
+    except NotFound:  # a valid credential, of another user or session: no failed sign-in
+        return Ending(S.RESOURCE_NOT_FOUND, "This session does not exist")
+    except Forbidden as exc:  # the workspace's roles or MFA rule refuse the user now
+        return Ending(S.CLIENT_FORBIDDEN, exc.detail)
     except BrokerError:
         return Ending(S.SERVER_ERROR, "The broker could not check the viewer credential")
     if session.status != SessionStatus.ACTIVE:

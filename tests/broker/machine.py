@@ -105,7 +105,7 @@ async def build_machine(settings: Settings, tunnels: TunnelProvider) -> Machine:
     events = EventBus()
     auth = Authenticator(settings.auth)
     sessions = SessionService(db, settings, tunnels, events)
-    machine = Machine(settings, engine, db, sessions, Credentials(db, auth, settings.auth), auth)
+    machine = Machine(settings, engine, db, sessions, Credentials(db, auth, settings), auth)
 
     async def note(event: SessionEnded) -> None:
         machine.ended.append(event)

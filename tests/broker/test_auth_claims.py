@@ -130,3 +130,50 @@ async def test_roles_claim_decides_entitlement(roles_broker):
     assert r.status == 200
     r = await client.get(f"/api/sessions/{session_id}", headers=fred)
     assert (await r.json())["status"] == "terminated"
+
+
+# -- the shape of claims ------------------------------------------------------------
+
+NOW = 1_700_000_000  # a time in the past, as a number
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"exp": "9999999999"},
+        {"nbf": "1700000000"},
+        {"iat": "1700000000"},
+        {"nbf": True},
+        {"iat": False},
+        {"exp": [9999999999]},
+    ],
+    ids=["exp-string", "nbf-string", "iat-string", "nbf-true", "iat-false", "exp-list"],
+)
+async def test_time_claims_must_be_numbers(client, changes):
+    """RFC 7519 NumericDate: PyJWT alone takes ``"9999999999"`` and ``true``."""
+    r = await client.get("/api/me", headers=auth(hs256(claims(**changes))))
+    assert r.status == 401
+    assert (await r.json())["detail"] in ("Invalid token", "Invalid or expired token")
+    assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    # The same claims as numbers are fine (fractions too).
+    ok = claims(iat=NOW + 0.5, nbf=NOW)
+    assert (await client.get("/api/me", headers=auth(hs256(ok)))).status == 200
+
+
+@pytest.mark.parametrize(
+    "char",
+    ["\u202e", "\u200b", "\u2066", "\ufeff", "\x85"],
+    ids=["RLO", "ZWSP", "LRI", "BOM", "NEL"],
+)
+async def test_format_and_bidi_characters_in_identity_claims(client, char):
+    """A ``sub`` that would display as another user's (``alice<U+202E>...``) is
+    refused; such an email is dropped, as one with control characters is."""
+    r = await client.get("/api/me", headers=auth(hs256(claims(sub=f"alice{char}"))))
+    assert r.status == 401
+    assert (await r.json())["detail"] == "Invalid token"
+    headers = auth(hs256(claims(email=f"alice{char}moc.elpmaxe@example.com")))
+    r = await client.get("/api/me", headers=headers)
+    assert r.status == 200
+    assert (await r.json())["email"] == ""
+    r = await launch(client, headers)
+    assert r.status == 201 and (await r.json())["session"]["user_email"] == ""

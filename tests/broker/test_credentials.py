@@ -4,14 +4,15 @@ tests check the same answers through the API, the viewer and the proxy)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 
 from broker.core.audit import Action, Actor
-from broker.core.auth import mint_dev_token
-from broker.core.credentials import SessionUser
+from broker.core.auth import Principal, mint_dev_token
+from broker.core.credentials import Credentials, SessionUser
 from broker.core.errors import Forbidden, NotFound, Unauthorized
-from broker.core.models import EndReason
+from broker.core.models import EndReason, utcnow
 from tests.broker.machine import Machine, StartMachine, user
 from tests.conftest import AUDIENCE, TEST_SECRET
 from tunnels.direct import DirectProvider
@@ -33,7 +34,8 @@ async def test_a_viewer_token_proves_its_session_until_it_ends(m: Machine) -> No
 
     assert (await m.credentials.viewer_session(sid, token)).id == sid
     assert (await m.credentials.session_for_viewer_token(token)).id == sid
-    with pytest.raises(Unauthorized, match="Invalid viewer credential"):
+    # A live token of another session proves a user, just not this session's.
+    with pytest.raises(NotFound, match="Session not found"):
         await m.credentials.viewer_session(sid, other.viewer_token)
 
     await m.sessions.end(sid, EndReason.USER_DISCONNECT, Actor.system())
@@ -49,12 +51,36 @@ async def test_a_jwt_views_only_its_owners_sessions(m: Machine, token: Token) ->
     sid = (await m.launch("ws-linux")).session.id
 
     assert (await m.credentials.viewer_session(sid, token("alice"))).id == sid
-    with pytest.raises(Unauthorized, match="Invalid viewer credential"):
+    # A valid JWT of another user is no failed sign-in: the session is not found.
+    with pytest.raises(NotFound, match="Session not found"):
         await m.credentials.viewer_session(sid, token("bob"))
-    with pytest.raises(Unauthorized, match="Invalid viewer credential"):
+    with pytest.raises(NotFound, match="Session not found"):
         await m.credentials.viewer_session("not-a-session", token("alice"))
+    with pytest.raises(Unauthorized, match="Invalid viewer credential"):
+        await m.credentials.viewer_session(sid, "not-a-token")
     with pytest.raises(Unauthorized):
         await m.credentials.viewer_session(sid, token("alice", ttl=-60))
+
+
+async def test_a_viewer_token_opens_streams_until_its_launching_jwt_expires(m: Machine) -> None:
+    start = utcnow()
+    now = [start]
+    credentials = Credentials(m.db, m.auth, m.settings, clock=lambda: now[0])
+    alice = Principal(
+        "alice", "alice@example.com", frozenset(), False, True, start + timedelta(minutes=5)
+    )
+    desktop = await m.launch("ws-linux", alice)
+    wiki = await m.launch("ws-wiki", alice)
+    sid, token = desktop.session.id, desktop.viewer_token
+
+    assert (await credentials.viewer_session(sid, token)).id == sid
+    now[0] = start + timedelta(minutes=5)
+    with pytest.raises(Unauthorized, match="Invalid or expired viewer token"):
+        await credentials.viewer_session(sid, token)
+    with pytest.raises(Unauthorized, match="Invalid or expired viewer token"):
+        await credentials.exchange_viewer_token(wiki.viewer_token, wiki.session.id, "cookie-1")
+    # Ending its own session is no stream: that it may still do.
+    assert (await credentials.session_user(sid, token)).user_id == "alice"
 
 
 async def test_who_may_act_on_a_session(m: Machine, token: Token) -> None:

@@ -12,9 +12,10 @@ What the answers are, by design (DESIGN.md sections 1, 2 and 8):
   403; both say only what the workspace list says anyway (``in_use``).
 - Admin calls: 403 for bob before any lookup (same for any id).
 - The viewer's own calls authenticate a viewer credential, which belongs to
-  one session: bob's JWT or viewer token for alice's session is refused as
-  an invalid credential (401 on ``/info``, CLOSE 769 on the tunnel), exactly
-  as for a session id never issued, and before any guacd connection.
+  one session: bob's JWT or live viewer token for alice's session proves
+  bob, not her session, so it is not found (404 on ``/info``, CLOSE 516 on
+  the tunnel; no failed sign-in), exactly as for a session id never issued,
+  and before any guacd connection.
 - Pages and static files carry no user data: the same bytes for any id.
 - HTML5 apps: nothing of bob's opens alice's app origin, and the web app
   never sees a request.
@@ -218,7 +219,7 @@ async def check_viewer_page(w: World) -> None:
 async def check_viewer_info(w: World) -> None:
     for credential in (w.bob, w.b_wiki["viewer_token"]):
         never = await answer(w.env, "GET", f"/viewer/{NEVER_ISSUED}/info", credential)
-        assert never[0] == 401
+        assert never[0] == 404
         for sid in alice_ids(w):
             assert await answer(w.env, "GET", f"/viewer/{sid}/info", credential) == never
 
@@ -240,7 +241,7 @@ async def check_viewer_tunnel(w: World) -> None:
     before = w.env.guacd.connections
     for credential in (w.bob, w.b_wiki["viewer_token"]):
         never = await tunnel_answer(w, NEVER_ISSUED, credential)
-        assert never[1:] == (1008, "769")
+        assert never[1:] == (1002, "516")
         for sid in alice_ids(w):
             assert await tunnel_answer(w, sid, credential) == never
     assert w.env.guacd.connections == before  # refused before any guacd connection
