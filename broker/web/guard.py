@@ -3,8 +3,11 @@ own origin and on the HTML5 apps' origins alike (it routes nothing itself).
 
 Before the request goes on:
 
-0. Request headers larger than `max_header_bytes` all together get a JSON
-   431. (aiohttp's HTTP parser refuses a single line over its limits, more
+0. A request target that is not a path (``OPTIONS *``, absolute-form
+   ``GET http://host/``, authority-form ``CONNECT host:port``) gets a JSON
+   400: the broker is no proxy, and nothing after this expects anything but
+   a path. Request headers larger than `max_header_bytes` all together get a
+   JSON 431. (aiohttp's HTTP parser refuses a single line over its limits, more
    than 128 headers or a malformed request itself, with a plain-text 400,
    before any of the broker's code runs.)
 1. A browser WebSocket handshake from an origin that is not allowed
@@ -94,6 +97,11 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
     """The first middleware of ``create_app``'s list; needs `RATE_LIMITS` and
     `ORIGINS` set on the app."""
     broker = request.app[BROKER]
+    if not request.raw_path.startswith("/"):
+        metrics_of(request).edge_refusals.inc(reason="request_target")
+        return error_response(
+            400, "The request target must be a path, e.g. /api/workspaces", "bad_request_target"
+        )
     if _header_bytes(request) > max_header_bytes(broker.settings):
         metrics_of(request).edge_refusals.inc(reason="headers_too_large")
         return error_response(431, "Request headers too large", "headers_too_large")
