@@ -51,7 +51,7 @@ from broker.core.runtime import Broker
 from broker.web.apps import WEBPROXY
 from broker.web.http import BROKER, Handler, client_ip, error_response, in_networks, metrics_of
 from broker.web.origins import OriginPolicy, addressed_origin
-from broker.web.ratelimit import RateLimits, retry_after
+from broker.web.ratelimit import RateLimits, address_key, retry_after
 from broker.web.relay import close_websocket
 from broker.web.signin import EXCHANGE_PATH
 from protocols.status import Ending, GuacamoleStatus
@@ -77,7 +77,8 @@ class _Request:
         settings = broker.settings
         proxy = request.app.get(WEBPROXY)
         self.app_host = proxy is not None and proxy.origins.session_of(request.host) is not None
-        self.ip = client_ip(request, settings.server.trusted_proxies) or "unknown"
+        # The key of the address's budgets: an IPv6 client's /64.
+        self.ip = address_key(client_ip(request, settings.server.trusted_proxies) or "unknown")
         post = request.method == "POST"
         if self.app_host:
             # Only the sign-in POST is the broker's; the rest belongs to the app.
