@@ -92,6 +92,9 @@ def write_config(tmp_path: Path, database_url: str) -> Callable[..., Path]:
         head = textwrap.dedent(f"""
             [server]
             data_dir = "{tmp_path / "data"}"
+            # Clients here name the broker localhost:<port> and 127.0.0.1:<port>,
+            # as in development (tests of the Host rule turn this off).
+            allow_loopback_hosts = true
 
             [database]
             url = "{database_url}"

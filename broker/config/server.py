@@ -11,7 +11,9 @@ from broker.config.values import IPNetwork
 class ServerSettings:
     """``trusted_proxies`` are parsed networks: only a peer inside one of them
     may say, in ``X-Forwarded-For`` and ``X-Forwarded-Proto``, who the client
-    is and which scheme it used."""
+    is and which scheme it used. ``allow_loopback_hosts`` lets requests name
+    ``localhost`` or a loopback address as their ``Host`` (development: the
+    demo and ``--insecure-dev`` turn it on)."""
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -21,3 +23,4 @@ class ServerSettings:
     data_dir: str = "data"
     max_body_bytes: int = 65536
     drain_grace_seconds: float = 30.0
+    allow_loopback_hosts: bool = False
