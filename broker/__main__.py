@@ -230,9 +230,11 @@ async def run_until_signalled(app: web.Application, settings: Settings) -> None:
        then the server stops.
     """
     from broker.core.streams import DRAINING
+    from broker.web.connections import EdgeRunner
     from broker.web.http import BROKER
 
-    runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False)
+    # Slow clients (incomplete request headers) are bounded: broker.web.connections.
+    runner = EdgeRunner(app, settings.server, access_log_class=AccessLogger, handle_signals=False)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.server.host, settings.server.port)
