@@ -36,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--insecure-dev",
         action="store_true",
-        help="allow a development HS256 secret on a non-loopback address",
+        help="allow a development HS256 secret on a non-loopback address, and "
+        "requests naming localhost as their Host",
     )
     serve.add_argument("--log-level", default="INFO")
 
@@ -190,6 +191,8 @@ def serve(args: argparse.Namespace) -> int:
         overrides["host"] = args.host
     if args.port is not None:
         overrides["port"] = args.port
+    if args.insecure_dev:
+        overrides["allow_loopback_hosts"] = True  # a development run: localhost is fine
     settings = (
         load_settings(args.config, server=overrides) if overrides else load_settings(args.config)
     )
@@ -227,9 +230,11 @@ async def run_until_signalled(app: web.Application, settings: Settings) -> None:
        then the server stops.
     """
     from broker.core.streams import DRAINING
+    from broker.web.connections import EdgeRunner
     from broker.web.http import BROKER
 
-    runner = web.AppRunner(app, access_log_class=AccessLogger, handle_signals=False)
+    # Slow clients (incomplete request headers) are bounded: broker.web.connections.
+    runner = EdgeRunner(app, settings.server, access_log_class=AccessLogger, handle_signals=False)
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.server.host, settings.server.port)

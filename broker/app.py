@@ -88,7 +88,7 @@ def create_app(
     metrics = Metrics()
     app[METRICS] = metrics
     app[RATE_LIMITS] = RateLimits(settings.ratelimit)
-    app[ORIGINS] = OriginPolicy(settings.server.public_url, settings.server.cors_origins)
+    app[ORIGINS] = OriginPolicy.from_settings(settings)
     redact.install()  # the log redaction filter on aiohttp's loggers
     app.router.add_routes(api.routes())
     app.router.add_routes(health.routes())

@@ -83,6 +83,7 @@ def write_config(workdir: Path, netbird_url: str, guacd_port: int, db_url: str) 
         textwrap.dedent(f"""
         [server]
         data_dir = "{workdir / "data"}"
+        max_pending_headers_per_ip = 100000  # every load client is one address
         [database]
         url = "{db_url}"
         auto_migrate = true

@@ -11,6 +11,14 @@ checked: no 5xx, and status code, content type, headers and body as the
 document says. Rate limits are off here (they are tested on their own), so
 invalid credentials do not lock the fuzzer out.
 
+Then shapes no schema generates, sent as raw HTTP (`hostile_shapes`): JSON
+bodies nested thousands of levels deep (past what ``json.loads`` can
+recurse) to every call taking a body, the HTML5 sign-in included, and request
+targets that are not a path (``OPTIONS *``, absolute-form, authority-form) on
+the broker's origin and on an HTML5 app's origin with a valid app cookie.
+Each must be a JSON 4xx. (Targets aiohttp's parser refuses itself, such as
+``GET *``, get its plain 400 before the broker sees them.)
+
     python -m scripts.fuzz_api --requests 1000      # make fuzz
     python -m scripts.fuzz_api --requests 400       # the short run in make test
 
@@ -24,6 +32,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import http.client
+import json
 import secrets
 import subprocess
 import sys
@@ -175,9 +185,12 @@ def edge_case_timestamps() -> None:
     schemathesis.openapi.format("date-time", st.one_of(default, edges, years))
 
 
-def setup(broker: Broker) -> tuple[dict[str, str | None], dict[str, list[str]]]:
+def setup(
+    broker: Broker,
+) -> tuple[dict[str, str | None], dict[str, list[str]], tuple[str, str]]:
     """Sessions to aim at, and the credentials requests are sent with (None:
-    no Authorization header). Returns (credentials, known path values)."""
+    no Authorization header). Returns (credentials, known path values, the
+    HTML5 session's id and viewer token)."""
     alice, admin = broker.token("alice"), broker.token("root", ["admin"])
 
     def launch(token: str, workspace: str) -> dict[str, Any]:
@@ -208,7 +221,7 @@ def setup(broker: Broker) -> tuple[dict[str, str | None], dict[str, list[str]]]:
         "workspace_id": ["ws-linux", "ws-rdp", "ws-wiki", "ws-finance"],
         "session_id": [mine["session_id"], theirs["session_id"], NEVER_ISSUED],
     }
-    return creds, known
+    return creds, known, (theirs["session_id"], theirs["viewer_token"])
 
 
 @dataclass
@@ -320,6 +333,80 @@ def fuzz(
         http.close()
 
 
+def _raw(
+    base: str, method: str, target: str, headers: dict[str, str], body: bytes = b""
+) -> tuple[int, str, bytes, list[str]]:
+    """One request sent as is: (status, content type, body, Set-Cookie values)."""
+    host, _, port = base.removeprefix("http://").partition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=15)
+    try:
+        conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        answer = conn.getresponse()
+        cookies = answer.headers.get_all("Set-Cookie") or []
+        return answer.status, answer.getheader("Content-Type", ""), answer.read(), cookies
+    finally:
+        conn.close()
+
+
+def hostile_shapes(base: str, creds: dict[str, str | None], app: tuple[str, str]) -> Tally:
+    """Deeply nested JSON bodies and request targets that are not a path, on
+    the broker's origin and on an HTML5 app's origin with a valid app cookie:
+    every answer a JSON 4xx (see the module's docstring)."""
+    tally = Tally()
+    own = base.removeprefix("http://")
+    session_id, viewer_token = app
+    app_host = f"{session_id}.localhost:{own.partition(':')[2]}"
+    sign_in = {
+        "Host": app_host,
+        "Origin": f"http://{app_host}",
+        "Sec-Fetch-Site": "same-origin",
+        "Content-Type": "application/json",
+    }
+    token = json.dumps({"token": viewer_token}).encode()
+    status, _, _, cookies = _raw(base, "POST", "/__broker/session", sign_in, token)
+    if status != 200 or not cookies:
+        tally.failures.append(f"html5 sign-in for the hostile shapes failed: {status}")
+        return tally
+    cookie = cookies[0].split(";")[0]
+    alice = f"Bearer {creds['alice']}"
+    sent: list[tuple[str, str, dict[str, str], bytes]] = []
+    for depth in (100, 1000, 30000):
+        for nested in ("[" * depth, '{"a":' * depth, '[{"a":' * (depth // 2)):
+            body = nested.encode()[:60000]
+            for path in (
+                "/api/workspaces/ws-rdp/launch",
+                f"/api/sessions/{NEVER_ISSUED}/disconnect",
+            ):
+                json_headers = {"Host": own, "Authorization": alice}
+                sent.append(
+                    ("POST", path, {**json_headers, "Content-Type": "application/json"}, body)
+                )
+            sent.append(("POST", "/__broker/session", sign_in, body[:4000]))
+    for method, target in (
+        ("OPTIONS", "*"),
+        ("GET", f"http://{own}/api/workspaces"),
+        ("POST", f"http://{app_host}/"),
+        ("CONNECT", "127.0.0.1:22"),
+    ):
+        sent.append((method, target, {"Host": own, "Authorization": alice}, b""))
+        sent.append((method, target, {"Host": app_host, "Cookie": cookie}, b""))
+    for method, target, headers, body in sent:
+        status, content_type, answer, _ = _raw(base, method, target, headers, body)
+        tally.requests += 1
+        tally.statuses[status] += 1
+        shown = f"{method} {target[:40]} (Host {headers['Host']}, {len(body)} bytes)"
+        if status >= 500:
+            tally.server_errors += 1
+            tally.failures.append(f"{shown} -> {status} {answer[:80]!r}")
+        elif not (400 <= status < 500 and content_type.startswith("application/json")):
+            tally.violations += 1
+            tally.failures.append(f"{shown} -> {status} {content_type} {answer[:80]!r}")
+    return tally
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000, help="how many requests to send")
@@ -333,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="broker-fuzz-") as tmp:
         broker = Broker.start(Path(tmp), args.database_url)
         try:
-            creds, known = setup(broker)
+            creds, known, app = setup(broker)
             schema = schemathesis.openapi.from_url(broker.base + "/api/openapi.json")
             operations = operations_of(schema)
             plans = plans_for(operations, known)
@@ -356,12 +443,19 @@ def main(argv: list[str] | None = None) -> int:
                     if round_ == 0:
                         print(f"  {plan.label()} {tally.requests - before:5}")
                 round_ += 1
+            hostile = hostile_shapes(broker.base, creds, app)
             elapsed = time.monotonic() - started
             errors = broker.errors_logged()
         finally:
             broker.stop()
     statuses = " ".join(f"{s}:{n}" for s, n in sorted(tally.statuses.items()))
     print(f"statuses: {statuses}")
+    shapes = " ".join(f"{s}:{n}" for s, n in sorted(hostile.statuses.items()))
+    print(f"hostile shapes (deep JSON, request targets that are not a path): {shapes}")
+    tally.requests += hostile.requests
+    tally.server_errors += hostile.server_errors
+    tally.violations += hostile.violations
+    tally.failures += hostile.failures
     print(f"not sent (refused by the HTTP client library): {tally.not_sent}")
     for failure in tally.failures:
         print(f"FAILURE {failure}")

@@ -13,12 +13,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from broker.app import create_app
 from broker.config import Settings, load_settings
 from broker.core.auth import mint_dev_token
+from broker.web.connections import EdgeRunner
 from protocols.simulated.guacd import SimulatedGuacd, SimulatedGuacdOptions
 from tests.broker.apiclient import Api
 from tests.broker.viewer_support import WORKSPACES
@@ -92,6 +94,9 @@ def write_config(tmp_path: Path, database_url: str) -> Callable[..., Path]:
         head = textwrap.dedent(f"""
             [server]
             data_dir = "{tmp_path / "data"}"
+            # Clients here name the broker localhost:<port> and 127.0.0.1:<port>,
+            # as in development (tests of the Host rule turn this off).
+            allow_loopback_hosts = true
 
             [database]
             url = "{database_url}"
@@ -145,6 +150,20 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+class EdgeTestServer(TestServer):
+    """A test server run by the runner ``broker serve`` uses (slow clients
+    bounded, `broker.web.connections`)."""
+
+    def __init__(self, app: web.Application, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.settings = settings
+        self.edge: EdgeRunner | None = None
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        self.edge = EdgeRunner(self.app, self.settings.server, **kwargs)
+        return self.edge
+
+
 @pytest.fixture
 async def start_broker() -> AsyncIterator[Callable[..., Any]]:
     """Start a broker app on a real loopback socket; closed after the test."""
@@ -155,7 +174,7 @@ async def start_broker() -> AsyncIterator[Callable[..., Any]]:
     ) -> TestClient[web.Request, web.Application]:
         app = create_app(settings, tunnels=tunnels)
         client: TestClient[web.Request, web.Application] = TestClient(
-            TestServer(app, host="127.0.0.1")
+            EdgeTestServer(app, settings, host="127.0.0.1")
         )
         clients.append(client)  # closed even if it fails to start
         await client.start_server()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from broker.config.errors import ConfigError
 from broker.config.values import IPNetwork
 
 
@@ -11,7 +12,12 @@ from broker.config.values import IPNetwork
 class ServerSettings:
     """``trusted_proxies`` are parsed networks: only a peer inside one of them
     may say, in ``X-Forwarded-For`` and ``X-Forwarded-Proto``, who the client
-    is and which scheme it used."""
+    is and which scheme it used. ``allow_loopback_hosts`` lets requests name
+    ``localhost`` or a loopback address as their ``Host`` (development: the
+    demo and ``--insecure-dev`` turn it on). A connection must send its
+    request headers within ``header_timeout_seconds``, and one address may
+    hold at most ``max_pending_headers_per_ip`` connections still sending
+    them (`broker.web.connections`)."""
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -21,3 +27,12 @@ class ServerSettings:
     data_dir: str = "data"
     max_body_bytes: int = 65536
     drain_grace_seconds: float = 30.0
+    allow_loopback_hosts: bool = False
+    header_timeout_seconds: float = 10.0
+    max_pending_headers_per_ip: int = 32
+
+    def __post_init__(self) -> None:
+        if self.header_timeout_seconds <= 0:
+            raise ConfigError("'server.header_timeout_seconds' must be more than 0")
+        if self.max_pending_headers_per_ip < 1:
+            raise ConfigError("'server.max_pending_headers_per_ip' must be at least 1")

@@ -3,13 +3,20 @@ own origin and on the HTML5 apps' origins alike (it routes nothing itself).
 
 Before the request goes on:
 
-0. Request headers larger than `max_header_bytes` all together get a JSON
-   431. (aiohttp's HTTP parser refuses a single line over its limits, more
+0. A request target that is not a path (``OPTIONS *``, absolute-form
+   ``GET http://host/``, authority-form ``CONNECT host:port``) gets a JSON
+   400: the broker is no proxy, and nothing after this expects anything but
+   a path. Request headers larger than `max_header_bytes` all together get a
+   JSON 431. (aiohttp's HTTP parser refuses a single line over its limits, more
    than 128 headers or a malformed request itself, with a plain-text 400,
    before any of the broker's code runs.)
-1. A browser WebSocket handshake from an origin that is not allowed
-   (`broker.web.origins` has the rule) is refused with 403, so no guacd or web-app
-   connection is ever made for it.
+1. A request whose ``Host`` is not the broker's (`OriginPolicy.allows_host`:
+   ``server.public_url``'s, the address the connection arrived on, an HTML5
+   app's host, or in development a loopback name) gets a JSON 421
+   Misdirected Request: a DNS-rebinding page cannot talk to the broker under
+   its own name. A browser WebSocket handshake from an origin that is not
+   allowed (`broker.web.origins` has the rule) is refused with 403, so no
+   guacd or web-app connection is ever made for it.
 2. An address with too many failed sign-ins (``[ratelimit] ip_auth_failure_*``)
    gets 429 for every request that presents a credential (an
    ``Authorization`` header, a ``token`` query parameter, the HTML5 sign-in
@@ -47,8 +54,8 @@ from broker.config import IPNetwork, Settings
 from broker.core.runtime import Broker
 from broker.web.apps import WEBPROXY
 from broker.web.http import BROKER, Handler, client_ip, error_response, in_networks, metrics_of
-from broker.web.origins import OriginPolicy, addressed_origin
-from broker.web.ratelimit import RateLimits, retry_after
+from broker.web.origins import OriginPolicy, parse_origin, socket_origins
+from broker.web.ratelimit import RateLimits, address_key, retry_after
 from broker.web.relay import close_websocket
 from broker.web.signin import EXCHANGE_PATH
 from protocols.status import Ending, GuacamoleStatus
@@ -74,7 +81,8 @@ class _Request:
         settings = broker.settings
         proxy = request.app.get(WEBPROXY)
         self.app_host = proxy is not None and proxy.origins.session_of(request.host) is not None
-        self.ip = client_ip(request, settings.server.trusted_proxies) or "unknown"
+        # The key of the address's budgets: an IPv6 client's /64.
+        self.ip = address_key(client_ip(request, settings.server.trusted_proxies) or "unknown")
         post = request.method == "POST"
         if self.app_host:
             # Only the sign-in POST is the broker's; the rest belongs to the app.
@@ -94,11 +102,24 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
     """The first middleware of ``create_app``'s list; needs `RATE_LIMITS` and
     `ORIGINS` set on the app."""
     broker = request.app[BROKER]
+    if not request.raw_path.startswith("/"):
+        metrics_of(request).edge_refusals.inc(reason="request_target")
+        return error_response(
+            400, "The request target must be a path, e.g. /api/workspaces", "bad_request_target"
+        )
     if _header_bytes(request) > max_header_bytes(broker.settings):
         metrics_of(request).edge_refusals.inc(reason="headers_too_large")
         return error_response(431, "Request headers too large", "headers_too_large")
     seen = _Request(request, broker)
-    if not _origin_allowed(request, broker, seen):
+    local = _local_address(request)
+    if not seen.app_host and not request.app[ORIGINS].allows_host(
+        request.headers.get("Host"), local
+    ):
+        metrics_of(request).edge_refusals.inc(reason="misdirected")
+        return error_response(
+            421, "This broker does not serve that host name", "misdirected_request"
+        )
+    if not _origin_allowed(request, broker, seen, local):
         metrics_of(request).edge_refusals.inc(reason="websocket_origin")
         return error_response(
             403, "WebSocket connections from this origin are not allowed", "origin_not_allowed"
@@ -123,24 +144,39 @@ def _header_bytes(request: web.Request) -> int:
     return sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
 
 
-def _origin_allowed(request: web.Request, broker: Broker, seen: _Request) -> bool:
+def _origin_allowed(
+    request: web.Request, broker: Broker, seen: _Request, local: tuple[str, int] | None
+) -> bool:
     if request.headers.get("Upgrade", "").lower() != "websocket":
         return True
     proxy = request.app.get(WEBPROXY)
     schemes = {request.scheme}
     if seen.app_host and proxy is not None:
-        # An app origin's scheme is the template's, whatever terminated TLS.
-        schemes = {proxy.origins.scheme}
-    elif _peer_is_trusted(request, broker.settings.server.trusted_proxies):
+        # Only the app's own origin, made from the configured template.
+        session_id = proxy.origins.session_of(request.host) or ""
+        own = proxy.origins.origin(session_id, request.host) if session_id else ""
+        return request.app[ORIGINS].allows(
+            request.headers.get("Origin"),
+            local=set(),
+            app_origin=parse_origin(own) if own else None,
+            app_host=True,
+        )
+    if _peer_is_trusted(request, broker.settings.server.trusted_proxies):
         # A trusted proxy says which scheme the browser used.
         forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip()
         if forwarded:
             schemes = {forwarded.lower()}
     return request.app[ORIGINS].allows(
-        request.headers.get("Origin"),
-        addressed=addressed_origin(schemes, request.host),
-        app_host=seen.app_host,
+        request.headers.get("Origin"), local=socket_origins(schemes, local)
     )
+
+
+def _local_address(request: web.Request) -> tuple[str, int] | None:
+    """The IP address and port the connection arrived on (from the socket)."""
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    if isinstance(sockname, tuple) and len(sockname) >= 2:
+        return str(sockname[0]), int(sockname[1])
+    return None
 
 
 async def _before(

@@ -1,4 +1,12 @@
-"""``/healthz`` (alive), ``/readyz`` (dependencies) and ``/metrics`` (Prometheus)."""
+"""``/healthz`` (alive), ``/readyz`` (dependencies) and ``/metrics`` (Prometheus).
+
+``/readyz`` tells anyone only whether the broker is ready and, by name, which
+check is not (``{"status", "checks": {name: {"ok"}}, "detail"}``); what each
+check saw (the NetBird service user and its role, group ids, peer and policy
+counts...) only an admin's bearer JWT gets. No address is exempt: behind a
+reverse proxy on the same host every request comes from loopback. A
+presented credential that is not an admin's JWT is a 401/403 like anywhere
+in ``/api``."""
 
 from __future__ import annotations
 
@@ -10,8 +18,9 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy import text
 
+from broker.core.errors import Forbidden
 from broker.core.runtime import Broker
-from broker.web.http import broker_of, json_response, metrics_of
+from broker.web.http import broker_of, json_response, metrics_of, principal
 from broker.web.metrics import Labels, gauge_lines
 from tunnels.base import Check
 
@@ -69,7 +78,12 @@ async def readiness(broker: Broker) -> tuple[bool, dict[str, Any]]:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    detailed = "Authorization" in request.headers
+    if detailed and not (await principal(request)).is_admin:
+        raise Forbidden("Administrator role required for readiness details")
     ok, body = await readiness(broker_of(request))
+    if not detailed:
+        body["checks"] = {name: {"ok": check["ok"]} for name, check in body["checks"].items()}
     return json_response(body, 200 if ok else 503)
 
 

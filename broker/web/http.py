@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -102,15 +103,53 @@ def in_networks(address: str, networks: Sequence[IPNetwork]) -> bool:
     return any(ip in n for n in networks)
 
 
+MAX_JSON_DEPTH = 32
+_JSON_SPECIAL = re.compile(rb'[\[\]{}"\\]')
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body's JSON; `BadRequest` (400) when it is not JSON or nests
+    deeper than `MAX_JSON_DEPTH` (``json.loads`` recurses once per level: 30,000
+    ``[`` would raise RecursionError)."""
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _depth(raw) > MAX_JSON_DEPTH:
+        raise BadRequest(f"Request body nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BadRequest("Request body is not valid JSON") from None
+
+
+def _depth(raw: bytes) -> int:
+    """The deepest nesting of arrays and objects in ``raw``, strings skipped
+    (one pass, linear in the body's size)."""
+    depth = deepest = 0
+    in_string, escaped = False, -1
+    for match in _JSON_SPECIAL.finditer(raw):
+        at = match.start()
+        char = raw[at]
+        if at == escaped:
+            continue
+        if in_string:
+            if char == 0x5C:  # backslash: the next character is escaped
+                escaped = at + 1
+            elif char == 0x22:
+                in_string = False
+        elif char == 0x22:
+            in_string = True
+        elif char in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
+
+
 async def optional_json_object(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object, ``{}`` when empty; 400 otherwise."""
     raw = await request.read()
     if not raw.strip():
         return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("Request body is not valid JSON") from None
+    body = parse_json(raw)
     if not isinstance(body, dict):
         raise BadRequest("Request body must be a JSON object")
     return body

@@ -1,5 +1,7 @@
 """Logging setup and the access log. The access log never writes query strings
-(viewer credentials travel there on the WebSocket tunnel) nor headers."""
+(viewer credentials travel there on the WebSocket tunnel) nor headers, and
+writes the path escaped (`broker.web.redact.escape`): a client's CR/LF cannot
+start a line of its own."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import sys
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from broker.web.redact import RedactingFilter
+from broker.web.redact import RedactingFilter, escape
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -17,8 +19,8 @@ class AccessLogger(AbstractAccessLogger):
         self.logger.info(
             '%s "%s %s" %d %.1fms',
             request.remote,
-            request.method,
-            request.path,
+            escape(request.method),
+            escape(request.path),
             response.status,
             time * 1000,
         )

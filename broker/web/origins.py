@@ -8,11 +8,13 @@ a WebSocket to any host, so the server has to check it. The rule:
 - No ``Origin`` header: not a browser (a script, the tests, a monitoring
   probe), which can send whatever it likes anyway: allowed; the credential
   decides, as for every other client.
-- On the broker's own host: the origin the request was addressed to (the
-  ``Host`` header with the request's scheme, or ``X-Forwarded-Proto`` when
-  the peer is a trusted proxy), the origin of ``server.public_url``, and each
-  of ``server.cors_origins``. The viewer page is served by the broker itself,
-  so its tunnel is always same-origin.
+- On the broker's own host: the origin of ``server.public_url``, each of
+  ``server.cors_origins``, the IP address and port the connection arrived on
+  (with the request's scheme, or ``X-Forwarded-Proto`` when the peer is a
+  trusted proxy) and, in demo mode or with ``server.allow_loopback_hosts``,
+  ``localhost`` on that port. Never the ``Host`` the request names: a page
+  on a name its owner points at the broker (DNS rebinding) would otherwise
+  be "same-origin". The viewer page is served from one of these.
 - On an HTML5 app's origin (``[apps] origin_template``): that origin only.
   App origins of one user are same-site with each other, so a cookie-bearing
   WebSocket from a sibling app would otherwise ride that user's app cookie.
@@ -33,6 +35,7 @@ session is sent to `app_entry_url` on that origin.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -63,36 +66,125 @@ def parse_origin(value: str) -> Origin | None:
     return url.scheme, url.host.lower().rstrip("."), port
 
 
-def addressed_origin(schemes: Iterable[str], host: str) -> set[Origin]:
-    """The origins a request for ``host`` (a ``Host`` header) over ``schemes`` was addressed to."""
-    found = set()
-    for scheme in schemes:
-        parsed = parse_origin(f"{scheme}://{host}")
-        if parsed is not None:
-            found.add(parsed)
-    return found
+def socket_origins(schemes: Iterable[str], address: tuple[str, int] | None) -> set[Origin]:
+    """The origins of the socket address a request arrived on (an IP literal
+    and port, from the connection, never from the request's headers)."""
+    if address is None:
+        return set()
+    ip, port = address
+    return {(scheme, ip.lower(), port) for scheme in schemes}
+
+
+def split_host(host: str) -> tuple[str, int | None] | None:
+    """A ``Host`` header → (name, port or None); None when it is malformed."""
+    name, port = _split_host(host)
+    rest = host[len(name) :]
+    if rest and rest != f":{port}":
+        return None  # a port that is not digits, or anything else after the name
+    name = name.strip("[]").lower().rstrip(".")
+    if not name or not all(c.isalnum() or c in ".-_:" for c in name):
+        return None
+    return name, int(port) if port else None
+
+
+def is_loopback_name(name: str, *, subdomains: bool = True) -> bool:
+    """``localhost`` (and ``*.localhost`` with ``subdomains``), 127.0.0.0/8 or ``::1``."""
+    if name == "localhost" or (subdomains and name.endswith(".localhost")):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 class OriginPolicy:
-    """The configured origins: ``public_url``'s and ``cors_origins``."""
+    """Which ``Host`` a request may name and which ``Origin`` a WebSocket
+    handshake may carry; both from the configuration and the connection, never
+    from what the request claims (a DNS-rebinding page sends its own name as
+    ``Host``; an ``Origin`` equal to that ``Host`` proves nothing).
 
-    def __init__(self, public_url: str, cors_origins: Iterable[str]) -> None:
+    Hosts: ``server.public_url``'s (else ``server.host:server.port``), the
+    IP address and port the connection arrived on, the HTML5 apps' hosts
+    (``[apps] origin_template``, decided by the caller) and, with ``loopback``
+    (demo mode, ``server.allow_loopback_hosts``, ``--insecure-dev``),
+    ``localhost``, ``*.localhost``, 127.0.0.0/8 and ``::1``.
+
+    WebSocket origins on the broker's own host: ``public_url``'s, each of
+    ``cors_origins``, the connection's own address (the scheme the request
+    came over) and, with ``loopback``, ``localhost`` or a loopback IP with that
+    scheme and the port the connection arrived on. On an app's host: that app's origin only."""
+
+    def __init__(
+        self,
+        public_url: str,
+        cors_origins: Iterable[str],
+        *,
+        listen: tuple[str, int] | None = None,
+        loopback: bool = False,
+    ) -> None:
         configured = [public_url] if public_url else []
         configured += list(cors_origins)
         self._configured = {o for o in map(parse_origin, configured) if o is not None}
+        public = parse_origin(public_url) if public_url else None
+        self._public = (public[1], public[2]) if public else None
+        listen_host = listen[0].lower() if listen else ""
+        unspecified = listen_host in ("", "0.0.0.0", "::")
+        self._listen = None if unspecified or listen is None else (listen_host, listen[1])
+        self.loopback = loopback
 
-    def allows(self, origin: str | None, *, addressed: set[Origin], app_host: bool) -> bool:
-        """Whether a WebSocket handshake carrying ``origin`` may proceed;
-        ``addressed`` is what `addressed_origin` gave for the request and
-        ``app_host`` whether the request is for an HTML5 app's origin."""
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OriginPolicy:
+        server = settings.server
+        return cls(
+            server.public_url,
+            server.cors_origins,
+            listen=(server.host, server.port),
+            loopback=settings.demo.enabled or server.allow_loopback_hosts,
+        )
+
+    def allows_host(self, host: str | None, local: tuple[str, int] | None) -> bool:
+        """Whether a request naming ``host`` (its ``Host`` header; None when
+        it sent none) is for this broker; ``local`` is the (IP, port) the
+        connection arrived on. App hosts are the caller's to accept."""
+        if host is None:
+            return True
+        parts = split_host(host)
+        if parts is None:
+            return False
+        name, port = parts
+        own = self._public or self._listen
+        if own is not None and name == own[0] and port in (None, own[1]):
+            return True
+        if local is not None and name == local[0].lower() and port in (None, local[1]):
+            return True
+        return self.loopback and is_loopback_name(name)
+
+    def allows(
+        self,
+        origin: str | None,
+        *,
+        local: set[Origin],
+        app_origin: Origin | None = None,
+        app_host: bool = False,
+    ) -> bool:
+        """Whether a WebSocket handshake carrying ``origin`` may proceed.
+        ``local`` is what `socket_origins` gave for the request; on an app's
+        host (``app_host``) only ``app_origin``, that app's own, is allowed."""
         if origin is None:
             return True
         parsed = parse_origin(origin)
         if parsed is None:
             return False
-        if parsed in addressed:
+        if app_host:
+            return parsed == app_origin
+        if parsed in self._configured or parsed in local:
             return True
-        return not app_host and parsed in self._configured
+        served = {(scheme, port) for scheme, _, port in local}
+        return (
+            self.loopback
+            and is_loopback_name(parsed[1], subdomains=False)
+            and (parsed[0], parsed[2]) in served
+        )
 
 
 # -- app origins -------------------------------------------------------------------

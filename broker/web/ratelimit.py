@@ -7,6 +7,10 @@ forgotten, and at most ``max_keys`` keys are kept (the least recently seen
 go first), so memory stays bounded whatever addresses or user names a caller
 makes up; an evicted key simply starts again with a full bucket.
 
+Addresses are keyed by `address_key`: an IPv6 client by its /64 (one host
+usually holds a whole /64, so keying by /128 would give it 2^64 budgets), an
+IPv4 client (also IPv4-mapped IPv6) by its address.
+
 The limits are per broker process: with several replicas each one counts on
 its own (a caller spread over N replicas gets up to N times the budget).
 
@@ -15,6 +19,7 @@ No I/O and no HTTP here: `broker.web.guard` applies these at the HTTP edge.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections import OrderedDict
@@ -80,6 +85,23 @@ class Bucket:
         self._states.move_to_end(key)
         while len(self._states) > self._max_keys:
             self._states.popitem(last=False)
+
+
+IPV6_PREFIX = 64
+
+
+def address_key(address: str) -> str:
+    """The key a client address is limited by: an IPv6 address's /64 (e.g.
+    ``2001:db8:1:2::/64``), an IPv4 address itself; anything else as it is."""
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, IPV6_PREFIX), strict=False))
+    return str(ip)
 
 
 def retry_after(wait: float) -> int:

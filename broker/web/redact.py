@@ -16,6 +16,13 @@ exception and stack text before any handler sees it:
 aiohttp's report of a malformed request (a client's mistake, not the
 broker's) also loses its traceback and drops to INFO.
 
+It also keeps a client from writing log lines of its own: a request path,
+header or token claim that reaches a message may hold CR, LF, NUL or ESC
+(``GET /healthz%0A2026-... INFO ...`` would forge a second record). Every
+non-printable character of the message becomes ``\\xNN`` (``\\uNNNN`` past
+U+00FF), and an exception's text keeps its own line breaks but each of its
+lines is indented, so no line of it can pass for a record of its own.
+
 `install` puts the filter on aiohttp's loggers (the tests see what
 production logs); ``broker serve`` also puts it on its log handler, which
 covers every logger.
@@ -29,6 +36,7 @@ import re
 from aiohttp.http_exceptions import HttpProcessingError
 
 REDACTED = "<redacted>"
+_DONE = "broker_redacted"
 AIOHTTP_LOGGERS = (
     "aiohttp.access",
     "aiohttp.client",
@@ -60,6 +68,27 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
+def escape(text: str) -> str:
+    """``text`` with every non-printable character (CR, LF, NUL, ESC, bidi
+    controls...) written as ``\\xNN`` / ``\\uNNNN`` / ``\\UNNNNNNNN``."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escaped(c) for c in text)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def escape_block(text: str) -> str:
+    """A multi-line text (a traceback) escaped line by line, every line
+    indented: its line breaks stay, none of its lines can pass for a record."""
+    return "\n".join("  " + escape(line) for line in text.rstrip("\n").split("\n"))
+
+
 def redact(text: str) -> str:
     """``text`` with every credential-looking value replaced by ``<redacted>``."""
     for pattern, replacement in _PATTERNS:
@@ -68,9 +97,12 @@ def redact(text: str) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """Rewrites records in place; never drops one."""
+    """Rewrites records in place (redacted, escaped); never drops one."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, _DONE, False):  # a logger's filter and the handler's
+            return True
+        setattr(record, _DONE, True)
         message = record.getMessage()
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, HttpProcessingError) and record.name.startswith("aiohttp."):
@@ -79,12 +111,12 @@ class RedactingFilter(logging.Filter):
             record.exc_info, record.exc_text = None, None
         elif record.exc_info:
             text = record.exc_text or logging.Formatter().formatException(record.exc_info)
-            record.exc_info, record.exc_text = None, redact(text)
+            record.exc_info, record.exc_text = None, escape_block(redact(text))
         elif record.exc_text:
-            record.exc_text = redact(record.exc_text)
+            record.exc_text = escape_block(redact(record.exc_text))
         if record.stack_info:
-            record.stack_info = redact(record.stack_info)
-        record.msg, record.args = redact(message), None
+            record.stack_info = escape_block(redact(record.stack_info))
+        record.msg, record.args = escape(redact(message)), None
         return True
 
 

@@ -43,7 +43,7 @@ from aiohttp import web
 from broker.core.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from broker.core.models import Session
 from broker.core.runtime import Broker
-from broker.web.http import client_ip
+from broker.web.http import client_ip, parse_json
 from broker.web.origins import ENTRY_PATH, AppOrigins, same_origin
 
 log = logging.getLogger(__name__)
@@ -198,10 +198,7 @@ async def _token_from_body(request: web.Request) -> str:
         raw += chunk
         if len(raw) > MAX_EXCHANGE_BODY:
             raise BadRequest("Request body too large")
-    try:
-        body = json.loads(raw or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        raise BadRequest("Request body is not valid JSON") from None
+    body = parse_json(raw or b"{}")
     token = body.get("token", "") if isinstance(body, dict) else None
     if not isinstance(token, str):
         raise BadRequest("'token' must be a string")

@@ -68,6 +68,7 @@ class Setup:
             host = "127.0.0.1"
             port = {port}
             data_dir = "{self.workdir / "data"}"
+            max_pending_headers_per_ip = 100000  # every load client is one address
 
             [guacd]
             endpoints = ["127.0.0.1:{guacd_port}"]

@@ -119,6 +119,31 @@ async def test_addresses_behind_a_trusted_proxy_are_counted_apart(
     assert r.status == 200
 
 
+async def test_ipv6_clients_are_counted_by_their_64(make_env, token: Callable[..., str]) -> None:
+    """One host holds a whole /64: new addresses from it get no new budget."""
+    env: Env = await make_env(
+        env={
+            "BROKER_SERVER_TRUSTED_PROXIES": "127.0.0.0/8",
+            **limits(ip_auth_failure_burst=2, ip_auth_failures_per_minute=1),
+        }
+    )
+
+    def from_(ip: str, credential: str) -> dict[str, str]:
+        return {"X-Forwarded-For": ip, **auth(credential)}
+
+    for host in ("2001:db8:7:1::1", "2001:db8:7:1:ffff:ffff:ffff:fffe"):
+        assert (await env.client.get("/api/me", headers=from_(host, "x"))).status == 401
+    # A third address of that /64, however it is written: over the budget.
+    for host in ("2001:db8:7:1:1234:5678:9abc:def0", "2001:DB8:7:1:0:0:0:42"):
+        await expect_429(await env.client.get("/api/me", headers=from_(host, "x")), 60)
+    # The next /64 is someone else; IPv4-mapped and plain IPv4 are one address.
+    r = await env.client.get("/api/me", headers=from_("2001:db8:7:2::1", token("alice")))
+    assert r.status == 200
+    for host in ("::ffff:192.0.2.9", "192.0.2.9"):
+        assert (await env.client.get("/api/me", headers=from_(host, "x"))).status == 401
+    await expect_429(await env.client.get("/api/me", headers=from_("192.0.2.9", "x")), 60)
+
+
 async def test_failures_naming_one_user(make_env, token: Callable[..., str]) -> None:
     """Forged tokens naming bob: past the user's budget the 401s become 429s,
     but bob's real token keeps working (nobody can lock him out)."""

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 
-from broker.web.origins import OriginPolicy, addressed_origin, parse_origin
+from broker.web.origins import OriginPolicy, parse_origin, socket_origins
 from tests.security.conftest import Env
 
 pytestmark = pytest.mark.db
@@ -41,18 +41,20 @@ pytestmark = pytest.mark.db
     ],
 )
 def test_origin_rule(origin: str | None, allowed: bool) -> None:
-    policy = OriginPolicy("https://broker.example.com/", ["https://portal.example.com"])
-    addressed = addressed_origin(["http"], "localhost:8080")
-    assert policy.allows(origin, addressed=addressed, app_host=False) is allowed
+    policy = OriginPolicy(
+        "https://broker.example.com/", ["https://portal.example.com"], loopback=True
+    )
+    local = socket_origins(["http"], ("127.0.0.1", 8080))
+    assert policy.allows(origin, local=local) is allowed
 
 
 def test_app_origins_accept_only_themselves() -> None:
     policy = OriginPolicy("https://broker.example.com", ["https://portal.example.com"])
-    addressed = addressed_origin(["https"], "a1.apps.example.com")
-    assert policy.allows("https://a1.apps.example.com", addressed=addressed, app_host=True)
+    own = parse_origin("https://a1.apps.example.com")
+    assert policy.allows("https://a1.apps.example.com", local=set(), app_origin=own, app_host=True)
     for other in ("https://b2.apps.example.com", "https://broker.example.com"):
-        assert not policy.allows(other, addressed=addressed, app_host=True)
-    assert policy.allows(None, addressed=addressed, app_host=True)
+        assert not policy.allows(other, local=set(), app_origin=own, app_host=True)
+    assert policy.allows(None, local=set(), app_origin=own, app_host=True)
 
 
 def test_parse_origin_fills_default_ports() -> None:
