@@ -96,7 +96,9 @@ async def broker(
         workspaces=WORKSPACES.format(port=web_app.port),
     )
     # The access log class `broker serve` runs with.
-    server = TestServer(create_app(settings), host="127.0.0.1", access_log_class=AccessLogger)
+    # (TestServer ignores constructor keywords: they go to start_server.)
+    server = TestServer(create_app(settings), host="127.0.0.1")
+    await server.start_server(access_log_class=AccessLogger)
     client: TestClient[web.Request, web.Application] = TestClient(server)
     await client.start_server()
     yield client
