@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -148,44 +149,41 @@ def ensure_unix_user(name: str, password: str) -> UnixUser:
 
 
 def start_xvfb(workdir: Path, width: int = 1024, height: int = 768) -> tuple[Running, Display]:
-    """Xvfb on a display number it picks itself (``-displayfd``), no TCP."""
-    running = Running("Xvfb", workdir / "xvfb.log")
-    read_fd, write_fd = os.pipe()
-    with running.log.open("ab") as out:
-        proc = subprocess.Popen(
-            ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", f"{width}x{height}x24"]
-            + ["-nolisten", "tcp"],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            pass_fds=(write_fd,),
-            start_new_session=True,
+    """Xvfb on a free display number (no TCP). Other X servers may run on the
+    machine, some in other mount namespaces (only their abstract socket is
+    visible), so a number is taken only when neither socket answers, and
+    another one is tried when Xvfb reports the display as in use."""
+    for attempt in range(8):
+        number = random.randrange(100, 1000)
+        if _x_display_in_use(number):
+            continue
+        running = Running("Xvfb", workdir / f"xvfb-{attempt}.log")
+        running.spawn(
+            ["Xvfb", f":{number}", "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp"]
         )
-    running.processes.append(proc)
-    os.close(write_fd)
-    try:
-        number = _read_line(read_fd, START_LIMIT, running)
-    finally:
-        os.close(read_fd)
-    return running, Display(f":{number}", width, height)
+        deadline = time.monotonic() + START_LIMIT
+        while time.monotonic() < deadline:
+            if "already running" in running.log.read_text(errors="replace"):
+                break
+            if running.processes[0].poll() is not None:
+                break
+            if Path(f"/tmp/.X11-unix/X{number}").exists() and _x_display_in_use(number):
+                return running, Display(f":{number}", width, height)
+            time.sleep(0.05)
+        running.stop()
+    raise ServerFailed("Xvfb: no free display number in 8 tries")
 
 
-def _read_line(fd: int, limit: float, running: Running) -> str:
-    import select
-
-    data = b""
-    deadline = time.monotonic() + limit
-    while not data.endswith(b"\n"):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-            running.stop()
-            raise running.failed("no display number")
-        chunk = os.read(fd, 64)
-        if not chunk:
-            running.stop()
-            raise running.failed("exited before naming its display")
-        data += chunk
-    return data.decode().strip()
+def _x_display_in_use(number: int) -> bool:
+    """Something accepts on the display's abstract or file socket."""
+    for address in (f"\0/tmp/.X11-unix/X{number}", f"/tmp/.X11-unix/X{number}"):
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.connect(address)
+                return True
+            except OSError:
+                pass
+    return False
 
 
 def start_xterm(display: Display, workdir: Path) -> Running:
@@ -209,7 +207,7 @@ def start_vnc(display: Display, workdir: Path, password: str) -> tuple[Running, 
     running = Running("x11vnc", workdir / "x11vnc.log")
     running.spawn(
         ["x11vnc", "-display", display.name, "-rfbport", str(port), "-localhost", "-noipv6"]
-        + ["-rfbauth", str(passwd), "-forever", "-shared", "-quiet", "-noxdamage"]
+        + ["-rfbauth", str(passwd), "-forever", "-shared", "-quiet"]
     )
     try:
         running.wait_port(port)
