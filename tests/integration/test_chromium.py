@@ -1,0 +1,81 @@
+"""The viewer page in headless Chromium against the real guacd: an SSH
+session where what the user types runs, and a VNC desktop with no stored
+password where the viewer's credential prompt lets the user in.
+Screenshots land in artifacts/browser/."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+from tests.broker.viewer_support import launch
+from tests.integration.conftest import unavailable, workspace
+from tests.integration.support import eventually
+
+pytestmark = [pytest.mark.real_guacd, pytest.mark.browser, pytest.mark.slow]
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "browser"
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if CHROMIUM is None:
+        unavailable("chromium is not installed (scripts/install-system-deps.sh installs it)")
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        await b.close()
+
+
+@pytest.fixture
+async def page(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterator[Page]:
+    context = await browser.new_context(viewport={"width": 1280, "height": 800})
+    p = await context.new_page()
+    errors: list[str] = []
+    p.on("pageerror", lambda e: errors.append(str(e)))
+    yield p
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await p.screenshot(path=str(ARTIFACTS / f"real-guacd-{request.node.name}.png"))
+    await context.close()
+    assert not errors, errors
+
+
+async def open_viewer_page(page: Page, api, token: str, workspace_id: str) -> str:
+    launched = await launch(api, token, workspace_id)
+    base = str(api.client.make_url("/")).rstrip("/")
+    sid = launched["session_id"]
+    await page.goto(f"{base}/viewer/{sid}#token={launched['viewer_token']}")
+    return str(sid)
+
+
+async def test_ssh_in_chromium_typed_command_runs(
+    real_broker, ssh_server, password_file, token, page
+):
+    api = await real_broker(
+        workspace("ws-ssh", "ssh", ssh_server, password_file=password_file(ssh_server.password))
+    )
+    await open_viewer_page(page, api, token(), "ws-ssh")
+    await page.wait_for_selector("body[data-state=connected]", timeout=20000)
+    target = Path("/tmp") / f"guac-chromium-{uuid.uuid4().hex[:12]}"
+    try:
+        await page.keyboard.type(f"touch {target}")
+        await page.keyboard.press("Enter")
+        await eventually(target.exists, f"{target} created by the command typed in Chromium")
+    finally:
+        target.unlink(missing_ok=True)
+
+
+async def test_vnc_in_chromium_credential_prompt(real_broker, vnc_server, token, page):
+    api = await real_broker(workspace("ws-vnc", "vnc", vnc_server))  # no stored password
+    await open_viewer_page(page, api, token(), "ws-vnc")
+    await page.wait_for_selector("#required[open]", timeout=20000)
+    await page.fill("#required-fields input[name=password]", vnc_server.password)
+    await page.click("#required-form button[type=submit]")
+    await page.wait_for_selector("body[data-state=connected]", timeout=20000)
