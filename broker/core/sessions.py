@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, literal, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -44,6 +44,7 @@ from broker.core.models import (
     EndReason,
     Session,
     SessionStatus,
+    UTCDateTime,
     utcnow,
 )
 from broker.core.queries import SessionQueries
@@ -121,6 +122,44 @@ class SessionService(Revokes):
                 .where(Session.id.in_(list(session_ids)), Session.status == SessionStatus.ACTIVE)
                 .values(last_viewer_at=at or self._clock())
             )
+
+    async def connect_failed(self, session_id: str, error: str) -> None:
+        """A viewer's try to reach the desktop failed before its first ``sync``:
+        keep ``error`` as the session's last, and start the connect_failed
+        clock unless it runs already (`broker.core.reaper`)."""
+        async with self._db() as db, db.begin():
+            await db.execute(
+                update(Session)
+                .where(Session.id == session_id, Session.status == SessionStatus.ACTIVE)
+                .values(
+                    last_connect_error=error[:500],
+                    connect_failing_since=func.coalesce(
+                        Session.connect_failing_since, literal(self._clock(), UTCDateTime())
+                    ),
+                )
+            )
+
+    def note_connected(self, session_id: str) -> None:
+        """A viewer reached its first ``sync``: clear the failure and its clock,
+        in the background (called from the relay's hot path)."""
+        task = asyncio.get_running_loop().create_task(self._connected(session_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _connected(self, session_id: str) -> None:
+        try:
+            async with self._db() as db, db.begin():
+                await db.execute(
+                    update(Session)
+                    .where(
+                        Session.id == session_id,
+                        Session.status == SessionStatus.ACTIVE,
+                        Session.connect_failing_since.is_not(None),
+                    )
+                    .values(last_connect_error=None, connect_failing_since=None)
+                )
+        except Exception as exc:
+            log.warning("could not clear connect failure of %s: %s", session_id, type(exc).__name__)
 
     async def background_written(self) -> None:
         """Return once the background writes started so far are done (at most 5 s)."""
