@@ -49,6 +49,7 @@ from broker.core.models import (
 )
 from broker.core.queries import SessionQueries
 from broker.core.revokes import Revokes
+from broker.core.workspaces import uses_guacd
 from tunnels.base import Grant, Target, TunnelError, TunnelProvider, TunnelStatus
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class SessionService(Revokes):
         on_launch: Callable[[str], None] = lambda outcome: None,
         on_end: Callable[[str], None] = lambda reason: None,
         queries: SessionQueries | None = None,
+        guacd_available: Callable[[], bool] = lambda: True,
     ) -> None:
         self.queries = queries or SessionQueries(db)
         self._db = db
@@ -91,6 +93,8 @@ class SessionService(Revokes):
         self._background: set[asyncio.Task[None]] = set()
         self._on_launch = on_launch
         self._on_end = on_end
+        # Whether some guacd can take a new connection (the broker's pool).
+        self._guacd_available = guacd_available
 
     # -- activity ------------------------------------------------------------
 
@@ -176,14 +180,22 @@ class SessionService(Revokes):
     ) -> Launched:
         """Start (or return the caller's running) session on ``workspace``.
 
-        Raises `Forbidden` when MFA is required and missing, `Conflict` when
-        another user holds the workspace, and the tunnel's error (502/503)
-        when the network path cannot be opened (then nothing stays active).
+        Raises `Forbidden` when MFA is required and missing, `Unavailable`
+        (before anything is written or granted) for a guacd workspace while
+        no guacd is healthy, `Conflict` when another user holds the
+        workspace, and the tunnel's error (502/503) when the network path
+        cannot be opened (then nothing stays active).
         """
         actor = Actor(principal.user_id, principal.email, client_ip)
         if self._settings.auth.require_mfa and not principal.mfa_verified:
             self._on_launch("refused")
             raise Forbidden("Multi-factor authentication is required to launch a workspace")
+        if uses_guacd(workspace) and not self._guacd_available():
+            self._on_launch("failed")
+            raise Unavailable(
+                "The remote desktop service (guacd) is unavailable; try again in a few minutes",
+                code="guacd_unavailable",
+            )
         session, created, token = await self._claim(principal, workspace, actor)
         if not created:
             self._on_launch("reused")

@@ -161,7 +161,7 @@ async def _stream(
         return
     try:
         request = guacd_request(workspace, session, target, display)
-        connection = await broker.guacd.connect(request)
+        connection = await broker.guacd.connect(request, tag=session.id)
     except GuacdError as exc:
         ending = Ending(exc.status, _guacd_failure(exc.status))
         await _failed_try(broker, session.id, ending)
