@@ -49,7 +49,8 @@ from broker.web.http import (
 from broker.web.metrics import Metrics
 from broker.web.origins import OriginPolicy
 from broker.web.ratelimit import RateLimits
-from protocols.guacd import GuacdClient, GuacdEndpoint, GuacdTimeouts
+from protocols.guacd import GuacdEndpoint, GuacdTimeouts
+from protocols.guacd_pool import GuacdPool
 from tunnels.base import TunnelProvider
 from tunnels.direct import DirectProvider
 from tunnels.netbird.provider import NetBirdProvider
@@ -110,17 +111,18 @@ def default_provider(settings: Settings) -> TunnelProvider:
     return NetBirdProvider(settings.netbird)
 
 
-def guacd_client(settings: GuacdSettings) -> GuacdClient:
-    """The client of the configured guacd daemons, tried in order; with
-    ``tls``, each connection is verified against ``tls_ca_file`` (or the
-    system store). Reads the CA file now: `OSError`/`ssl.SSLError` if unusable."""
+def guacd_pool(settings: GuacdSettings) -> GuacdPool:
+    """The pool of the configured guacd daemons (health-checked unless
+    ``health_check_seconds`` is 0); with ``tls``, each connection is verified
+    against ``tls_ca_file`` (or the system store). Reads the CA file now:
+    `OSError`/`ssl.SSLError` if unusable."""
     context: ssl.SSLContext | None = None
     if settings.tls:
         context = ssl.create_default_context(cafile=settings.tls_ca_file or None)
     endpoints = [GuacdEndpoint(e.host, e.port, tls=context) for e in settings.endpoints]
     reply = settings.reply_timeout_seconds
     timeouts = GuacdTimeouts(connect=settings.connect_timeout_seconds, write=reply, reply=reply)
-    return GuacdClient(endpoints, timeouts=timeouts)
+    return GuacdPool(endpoints, timeouts=timeouts, recheck=settings.health_check_seconds > 0)
 
 
 def _lifetime(
@@ -175,6 +177,9 @@ async def _build(
     if isinstance(events, PgEventBus):
         events.start()
         stack.push_async_callback(events.aclose)
+    guacd = guacd_pool(settings.guacd)
+    if guacd.checks:
+        await guacd.check_all()  # serve knowing which guacd is up
     sessions = SessionService(
         db,
         settings,
@@ -182,9 +187,9 @@ async def _build(
         events,
         on_launch=lambda outcome: metrics.launches.inc(outcome=outcome),
         on_end=lambda reason: metrics.session_ends.inc(reason=reason),
+        guacd_available=guacd.available,
     )
     stack.push_async_callback(sessions.aclose)
-    guacd = guacd_client(settings.guacd)
     credentials = Credentials(db, auth, settings)
     broker = Broker(
         settings,
@@ -226,7 +231,11 @@ def _start_background(stack: AsyncExitStack, broker: Broker) -> None:
         await reap_once(broker.sessions, broker.settings, broker.streams)
 
     reaper = Periodic("reaper", broker.settings.limits.reaper_interval_seconds, reap_pass)
-    for loop in (revokes, reconciler, reaper):
+    loops = [revokes, reconciler, reaper]
+    guacd, every = broker.guacd, broker.settings.guacd.health_check_seconds
+    if guacd is not None and guacd.checks:
+        loops.append(Periodic("guacd-health", every, guacd.check_all))
+    for loop in loops:
         loop.start()
         stack.push_async_callback(loop.aclose)
 

@@ -26,7 +26,7 @@ import asyncio
 import logging
 import re
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from protocols.display import DisplaySettings
@@ -109,9 +109,13 @@ class GuacdConnection:
     protocol_version: str
     arg_names: tuple[str, ...]
     connection_id: str = field(repr=False)
+    # Called once when the connection is closed (a pool's count of live connections).
+    on_close: list[Callable[[], None]] = field(default_factory=list, repr=False)
 
     async def aclose(self, grace: float = 2.0) -> None:
         """Close the TCP connection, waiting at most ``grace`` seconds; never raises."""
+        while self.on_close:
+            self.on_close.pop()()
         await _close(self.writer, grace)
 
 
@@ -164,6 +168,20 @@ async def open_connection(
         await _close(writer, timeouts.write)
         raise
     return GuacdConnection(reader, writer, endpoint, version, names, connection_id)
+
+
+async def probe(endpoint: GuacdEndpoint, protocol: RemoteProtocol, timeouts: GuacdTimeouts) -> None:
+    """A health check of one guacd: connect, ``select`` a protocol, expect
+    ``args``, then leave with ``disconnect`` (guacd starts no remote
+    connection before ``connect``). Raises `GuacdError`."""
+    reader, writer = await _connect(endpoint, timeouts.connect)
+    try:
+        step = _Steps(reader, writer, timeouts, str(endpoint))
+        await step.send([Instruction("select", (protocol.value,))])
+        await step.expect("args")
+        writer.write(encode_instructions([Instruction("disconnect", ())]))
+    finally:
+        await _close(writer, timeouts.write)
 
 
 async def handshake(

@@ -131,6 +131,10 @@ class Broker:
 
                 [ratelimit]
                 enabled = false
+
+                [guacd]
+                # No guacd runs here: without checks launches are not refused.
+                health_check_seconds = 0
                 """)
             + WORKSPACES
         )

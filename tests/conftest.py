@@ -111,7 +111,13 @@ def write_config(tmp_path: Path, database_url: str) -> Callable[..., Path]:
 @pytest.fixture
 def make_settings(write_config: Callable[..., Path]) -> Callable[..., Settings]:
     def make(extra: str = "", env: dict[str, str] | None = None, **kw: Any) -> Settings:
-        env = {"BROKER_AUTH_HS256_SECRET": TEST_SECRET, **(env or {})}
+        # Most tests run no guacd: its health checks are off unless a test turns
+        # them on (BROKER_GUACD_HEALTH_CHECK_SECONDS), so launches do not 503.
+        env = {
+            "BROKER_AUTH_HS256_SECRET": TEST_SECRET,
+            "BROKER_GUACD_HEALTH_CHECK_SECONDS": "0",
+            **(env or {}),
+        }
         return load_settings(write_config(extra, **kw), env=env)
 
     return make

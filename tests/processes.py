@@ -17,14 +17,15 @@ def start_broker_process(
     config: Path, port: int, cwd: Path, *, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     """``broker serve`` as a subprocess with the test HS256 secret (and ``env``);
-    its output goes to ``cwd/broker.log``."""
+    its output goes to ``cwd/broker.log``. Like `make_settings`, guacd health
+    checks are off unless ``env`` turns them on (most run no guacd)."""
     return start_broker(
         config,
         secret=TEST_SECRET,
         log=cwd / "broker.log",
         port=port,
         log_level="WARNING",
-        env=env,
+        env={"BROKER_GUACD_HEALTH_CHECK_SECONDS": "0", **(env or {})},
         cwd=cwd,
     )
 

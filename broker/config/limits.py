@@ -15,6 +15,9 @@ class LimitSettings:
     max_sessions_per_user: int = 5
     reaper_interval_seconds: float = 15.0
     activity_write_seconds: float = 30.0
+    # guacd workspaces: viewers tried and none reached a first `sync` for this
+    # long, counted from the first failed try -> end_reason connect_failed.
+    connect_failed_seconds: int = 180
 
 
 def effective_limit(workspace_value: int, default: int) -> int:

@@ -64,6 +64,7 @@ class EndReason(StrEnum):
     WORKSPACE_STOP = "workspace_stop"
     ADMIN_TERMINATE = "admin_terminate"
     LAUNCH_FAILED = "launch_failed"
+    CONNECT_FAILED = "connect_failed"
     TUNNEL_LOST = "tunnel_lost"
     SYSTEM = "system"
 
@@ -131,6 +132,11 @@ class Session(Base):
     last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # Last time a viewer was seen attached (connect, periodic heartbeat, detach).
     last_viewer_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Viewers' tries to reach the desktop (guacd workspaces): the last failure's
+    # text, and when the first failure since the last success happened (the
+    # connect_failed clock). Both cleared when a viewer reaches a first `sync`.
+    last_connect_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    connect_failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (
         # At most one active session per workspace, enforced by the database.

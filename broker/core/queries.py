@@ -122,6 +122,18 @@ class SessionQueries:
             )
             return [tuple(r) for r in rows.all()]  # type: ignore[misc]
 
+    async def connect_failures(self) -> dict[str, datetime]:
+        """Active sessions whose viewers failed to connect since their last
+        success: id -> the first such failure."""
+        async with self._db() as db:
+            rows = await db.execute(
+                select(Session.id, Session.connect_failing_since).where(
+                    Session.status == SessionStatus.ACTIVE,
+                    Session.connect_failing_since.is_not(None),
+                )
+            )
+            return {sid: since for sid, since in rows.all() if since is not None}
+
     async def end_reasons(self, session_ids: Collection[str]) -> dict[str, str]:
         """For those of ``session_ids`` that are no longer active: why they ended."""
         if not session_ids:

@@ -5,7 +5,11 @@ Limits (per workspace, with global defaults; 0 or negative: none):
 
 - maximum duration since launch  -> ``max_duration`` (status ``disconnected``);
 - no viewer attached for N s     -> ``idle_timeout``;
-- no user input for N s          -> ``idle_timeout``.
+- no user input for N s          -> ``idle_timeout``;
+- guacd workspaces only: viewers tried to connect and none reached a first
+  ``sync`` for ``connect_failed_seconds``, counted from the first failed try
+  (`SessionService.connect_failed`; a success clears it) -> ``connect_failed``
+  (status ``terminated``). Sessions nobody tried to view keep the idle limits.
 
 Every pass is safe with several replicas running it: ending is a conditional
 update, so each due session is ended once, by whichever replica gets there
@@ -32,6 +36,7 @@ from broker.core.audit import Actor
 from broker.core.models import EndReason, utcnow
 from broker.core.sessions import SessionService
 from broker.core.streams import OpenStreams, ending_for
+from broker.core.workspaces import uses_guacd
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +55,10 @@ def due_reason(
     started: datetime,
     last_input: datetime,
     last_viewer: datetime,
+    failing_since: datetime | None = None,
 ) -> tuple[EndReason, str] | None:
-    """Which limit a session has passed, if any (pure)."""
+    """Which limit a session has passed, if any (pure). ``failing_since`` is
+    the first failed connect of a guacd session (None: no failure, or not guacd)."""
     max_session, no_viewer, no_input = (
         effective_limit(overrides[0], limits.max_session_seconds),
         effective_limit(overrides[1], limits.idle_no_viewer_seconds),
@@ -59,6 +66,10 @@ def due_reason(
     )
     if max_session and (now - started).total_seconds() >= max_session:
         return EndReason.MAX_DURATION, f"reached the maximum duration of {max_session} s"
+    failing = limits.connect_failed_seconds
+    if failing > 0 and failing_since is not None:
+        if (now - failing_since).total_seconds() >= failing:
+            return EndReason.CONNECT_FAILED, f"no viewer could connect for {failing} s"
     if no_viewer and (now - last_viewer).total_seconds() >= no_viewer:
         return EndReason.IDLE_TIMEOUT, f"no viewer attached for {no_viewer} s"
     if no_input and (now - last_input).total_seconds() >= no_input:
@@ -68,6 +79,7 @@ def due_reason(
 
 async def due_sessions(sessions: SessionService, settings: Settings, now: datetime) -> list[Due]:
     due = []
+    failing = await sessions.queries.connect_failures()
     for (
         sid,
         workspace_id,
@@ -81,7 +93,8 @@ async def due_sessions(sessions: SessionService, settings: Settings, now: dateti
             if ws is not None
             else (0, 0, 0)
         )
-        found = due_reason(settings.limits, overrides, now, started, last_input, last_viewer)
+        since = failing.get(sid) if ws is not None and uses_guacd(ws) else None
+        found = due_reason(settings.limits, overrides, now, started, last_input, last_viewer, since)
         if found is not None:
             due.append(Due(sid, *found))
     return due

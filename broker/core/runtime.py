@@ -14,7 +14,7 @@ from broker.core.events import EventBus
 from broker.core.queries import SessionQueries
 from broker.core.sessions import SessionService
 from broker.core.streams import OpenStreams
-from protocols.guacd import GuacdClient
+from protocols.guacd_pool import GuacdPool
 from tunnels.base import TunnelProvider
 
 
@@ -27,7 +27,7 @@ class Broker:
     events: EventBus
     sessions: SessionService
     auth: Authenticator
-    guacd: GuacdClient | None = None
+    guacd: GuacdPool | None = None
     # Every open stream (guacd viewers, HTML5 proxy requests and WebSockets).
     streams: OpenStreams = field(default_factory=OpenStreams)
     draining: bool = False

@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, literal, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -44,10 +44,12 @@ from broker.core.models import (
     EndReason,
     Session,
     SessionStatus,
+    UTCDateTime,
     utcnow,
 )
 from broker.core.queries import SessionQueries
 from broker.core.revokes import Revokes
+from broker.core.workspaces import uses_guacd
 from tunnels.base import Grant, Target, TunnelError, TunnelProvider, TunnelStatus
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,7 @@ class SessionService(Revokes):
         on_launch: Callable[[str], None] = lambda outcome: None,
         on_end: Callable[[str], None] = lambda reason: None,
         queries: SessionQueries | None = None,
+        guacd_available: Callable[[], bool] = lambda: True,
     ) -> None:
         self.queries = queries or SessionQueries(db)
         self._db = db
@@ -90,6 +93,8 @@ class SessionService(Revokes):
         self._background: set[asyncio.Task[None]] = set()
         self._on_launch = on_launch
         self._on_end = on_end
+        # Whether some guacd can take a new connection (the broker's pool).
+        self._guacd_available = guacd_available
 
     # -- activity ------------------------------------------------------------
 
@@ -122,6 +127,44 @@ class SessionService(Revokes):
                 .values(last_viewer_at=at or self._clock())
             )
 
+    async def connect_failed(self, session_id: str, error: str) -> None:
+        """A viewer's try to reach the desktop failed before its first ``sync``:
+        keep ``error`` as the session's last, and start the connect_failed
+        clock unless it runs already (`broker.core.reaper`)."""
+        async with self._db() as db, db.begin():
+            await db.execute(
+                update(Session)
+                .where(Session.id == session_id, Session.status == SessionStatus.ACTIVE)
+                .values(
+                    last_connect_error=error[:500],
+                    connect_failing_since=func.coalesce(
+                        Session.connect_failing_since, literal(self._clock(), UTCDateTime())
+                    ),
+                )
+            )
+
+    def note_connected(self, session_id: str) -> None:
+        """A viewer reached its first ``sync``: clear the failure and its clock,
+        in the background (called from the relay's hot path)."""
+        task = asyncio.get_running_loop().create_task(self._connected(session_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _connected(self, session_id: str) -> None:
+        try:
+            async with self._db() as db, db.begin():
+                await db.execute(
+                    update(Session)
+                    .where(
+                        Session.id == session_id,
+                        Session.status == SessionStatus.ACTIVE,
+                        Session.connect_failing_since.is_not(None),
+                    )
+                    .values(last_connect_error=None, connect_failing_since=None)
+                )
+        except Exception as exc:
+            log.warning("could not clear connect failure of %s: %s", session_id, type(exc).__name__)
+
     async def background_written(self) -> None:
         """Return once the background writes started so far are done (at most 5 s)."""
         if self._background:
@@ -137,14 +180,22 @@ class SessionService(Revokes):
     ) -> Launched:
         """Start (or return the caller's running) session on ``workspace``.
 
-        Raises `Forbidden` when MFA is required and missing, `Conflict` when
-        another user holds the workspace, and the tunnel's error (502/503)
-        when the network path cannot be opened (then nothing stays active).
+        Raises `Forbidden` when MFA is required and missing, `Unavailable`
+        (before anything is written or granted) for a guacd workspace while
+        no guacd is healthy, `Conflict` when another user holds the
+        workspace, and the tunnel's error (502/503) when the network path
+        cannot be opened (then nothing stays active).
         """
         actor = Actor(principal.user_id, principal.email, client_ip)
         if self._settings.auth.require_mfa and not principal.mfa_verified:
             self._on_launch("refused")
             raise Forbidden("Multi-factor authentication is required to launch a workspace")
+        if uses_guacd(workspace) and not self._guacd_available():
+            self._on_launch("failed")
+            raise Unavailable(
+                "The remote desktop service (guacd) is unavailable; try again in a few minutes",
+                code="guacd_unavailable",
+            )
         session, created, token = await self._claim(principal, workspace, actor)
         if not created:
             self._on_launch("reused")

@@ -38,6 +38,9 @@ ENDINGS: dict[str, Ending] = {
     "max_duration": Ending(S.SESSION_TIMEOUT, "The session reached its maximum duration"),
     "workspace_stop": Ending(S.SESSION_CLOSED, "The workspace was stopped"),
     "admin_terminate": Ending(S.SESSION_CLOSED, "An administrator ended the session"),
+    "connect_failed": Ending(
+        S.SESSION_CLOSED, "The remote desktop could not be reached, so the session was ended"
+    ),
 }
 DEFAULT_ENDING = Ending(S.SESSION_CLOSED, "The session was ended")
 DRAINING = Ending(S.SERVER_BUSY, "The broker is restarting; reconnect to continue")

@@ -20,8 +20,10 @@ from sqlalchemy import text
 
 from broker.core.errors import Forbidden
 from broker.core.runtime import Broker
+from broker.core.workspaces import uses_guacd
 from broker.web.http import broker_of, json_response, metrics_of, principal
-from broker.web.metrics import Labels, gauge_lines
+from broker.web.metrics import Labels, counter_lines, gauge_lines
+from protocols.guacd_pool import EndpointHealth
 from tunnels.base import Check
 
 log = logging.getLogger(__name__)
@@ -52,11 +54,29 @@ async def _tunnel(broker: Broker) -> list[Check]:
     return list((await broker.tunnels.health()).checks)
 
 
+def guacd_check(broker: Broker) -> list[Check]:
+    """From the pool's background checks (nothing is asked of guacd here):
+    failing when remote-desktop workspaces are configured and no guacd is
+    healthy. None configured: no check."""
+    pool = broker.guacd
+    if pool is None or not any(uses_guacd(ws) for ws in broker.settings.workspaces):
+        return []
+    if not pool.checks:
+        return [Check("guacd", True, "not checked (guacd.health_check_seconds = 0)")]
+    detail = "; ".join(
+        f"{s.endpoint}: "
+        + ("healthy" if s.healthy else f"unhealthy ({s.last_error or 'not checked yet'})")
+        + f", {s.live} live"
+        for s in pool.states()
+    )
+    return [Check("guacd", pool.healthy(), detail)]
+
+
 async def readiness(broker: Broker) -> tuple[bool, dict[str, Any]]:
     results = await asyncio.gather(
         _bounded("database", _database(broker)), _bounded("tunnel", _tunnel(broker))
     )
-    checks = [c for group in results for c in group]
+    checks = [c for group in results for c in group] + guacd_check(broker)
     if broker.draining:
         checks.append(Check("draining", False, "shutting down"))
     ok = all(c.ok for c in checks)
@@ -102,6 +122,8 @@ async def metrics(request: web.Request) -> web.Response:
         }
         lines += gauge_lines("broker_sessions", "Sessions by status.", values)
     lines += gauge_lines("broker_up", "1 while the broker serves.", {(): 1.0})
+    if broker.guacd is not None:
+        lines += _guacd_metrics(broker.guacd.states())
     tasks: dict[Labels, float] = {(): float(len(asyncio.all_tasks()))}
     lines += gauge_lines("broker_asyncio_tasks", "asyncio tasks alive in this process.", tasks)
     return web.Response(
@@ -110,6 +132,26 @@ async def metrics(request: web.Request) -> web.Response:
         charset="utf-8",
         headers={"X-Content-Type-Options": "nosniff"},
     )
+
+
+def _guacd_metrics(states: list[EndpointHealth]) -> list[str]:
+    healthy: dict[Labels, float] = {}
+    live: dict[Labels, float] = {}
+    failures: dict[Labels, float] = {}
+    for s in states:
+        key: Labels = (("endpoint", str(s.endpoint)),)
+        healthy[key], live[key], failures[key] = float(bool(s.healthy)), s.live, s.failures
+    return [
+        *gauge_lines(
+            "broker_guacd_healthy", "1 while the guacd passed its last health check.", healthy
+        ),
+        *gauge_lines("broker_guacd_live_connections", "Open connections to the guacd.", live),
+        *counter_lines(
+            "broker_guacd_failures_total",
+            "Failed health checks and connections before ready, per guacd.",
+            failures,
+        ),
+    ]
 
 
 def routes() -> list[web.RouteDef]:

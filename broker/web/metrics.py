@@ -84,6 +84,14 @@ def gauge_lines(name: str, help_text: str, values: dict[Labels, float]) -> Itera
         yield f"{name}{_fmt_labels(labels)} {value:g}"
 
 
+def counter_lines(name: str, help_text: str, values: dict[Labels, float]) -> Iterable[str]:
+    """A counter kept elsewhere (e.g. by the guacd pool), rendered like `Counter`."""
+    yield f"# HELP {name} {help_text}"
+    yield f"# TYPE {name} counter"
+    for labels, value in sorted(values.items()):
+        yield f"{name}{_fmt_labels(labels)} {value:g}"
+
+
 class Metrics:
     """The broker's own metrics."""
 

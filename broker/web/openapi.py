@@ -67,11 +67,23 @@ SCHEMAS: dict[str, Any] = {
                     "workspace_stop",
                     "admin_terminate",
                     "launch_failed",
+                    "connect_failed",
                     "tunnel_lost",
                     "system",
                 ],
             },
             "client_ip": NULLABLE_STR,
+            "last_connect_error": {
+                "description": (
+                    "Why the last viewer's try to reach the remote desktop failed before "
+                    "its first frame, e.g. `The remote desktop service (guacd) is "
+                    "unavailable (status 520)`; null when no try failed since the last "
+                    "one that succeeded. Kept after the session ends. For guacd "
+                    "workspaces, tries failing for `limits.connect_failed_seconds` "
+                    "end the session with `connect_failed`."
+                ),
+                **NULLABLE_STR,
+            },
         }
     ),
     "Workspace": _obj(

@@ -34,7 +34,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,7 +105,9 @@ class Relay:
     ``on_input`` is called when the user sends input (mouse or key), at most
     once every ``input_interval`` seconds, for the idle limit. ``allowed`` is
     the set of opcodes the browser may send (`protocols.client_policy`; by
-    default no clipboard, audio or file transfer). The caller owns
+    default no clipboard, audio or file transfer). ``on_first_sync`` is called
+    once, when guacd's first ``sync`` arrives (`synced`); ``before_close`` is
+    awaited with the ending just before the browser is told. The caller owns
     ``ws`` (already prepared) and ``guacd`` and must call `run` once; `end`
     may be called from anywhere.
     """
@@ -119,6 +121,8 @@ class Relay:
         on_input: Callable[[], None] | None = None,
         input_interval: float = 30.0,
         allowed: frozenset[str] = BASE_OPCODES,
+        on_first_sync: Callable[[], None] | None = None,
+        before_close: Callable[[Ending], Awaitable[None]] | None = None,
     ) -> None:
         self.ws = ws
         self.guacd = guacd
@@ -133,6 +137,9 @@ class Relay:
         self._input_interval = input_interval
         self._last_input = 0.0
         self._ending: asyncio.Future[Ending] = asyncio.get_running_loop().create_future()
+        self._on_first_sync = on_first_sync
+        self._before_close = before_close
+        self.synced = False  # guacd's first ``sync`` arrived: the desktop is up
 
     def end(self, ending: Ending) -> None:
         """Stop the relay with ``ending`` (first caller wins)."""
@@ -153,6 +160,8 @@ class Relay:
                 task.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
             await self.guacd.aclose()
+        if self._before_close is not None:
+            await self._before_close(ending)
         await close_websocket(self.ws, ending)
         return ending
 
@@ -291,6 +300,9 @@ class Relay:
 
     async def _release_input(self) -> None:
         held, self._held = self._held, None
+        self.synced = True
+        if self._on_first_sync is not None:
+            self._on_first_sync()
         if held:
             self.guacd.writer.write(b"".join(held))
             await asyncio.wait_for(self.guacd.writer.drain(), WRITE_TIMEOUT)

@@ -32,6 +32,7 @@ def session_json(s: Session) -> dict[str, Any]:
         "mfa_verified": s.mfa_verified,
         "end_reason": s.end_reason,
         "client_ip": s.client_ip,
+        "last_connect_error": s.last_connect_error,
     }
 
 

@@ -17,6 +17,7 @@ JSON.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -153,13 +154,18 @@ async def _stream(
     assert workspace is not None and broker.guacd is not None
     target = session.connect_target
     if target is None:  # no grant recorded yet, or it failed or was revoked
-        await close_websocket(ws, no_path(session))
+        ending = no_path(session)
+        if session.tunnel_status in (TunnelStatus.FAILED, TunnelStatus.REVOKED):
+            await _failed_try(broker, session.id, ending)
+        await close_websocket(ws, ending)
         return
     try:
         request = guacd_request(workspace, session, target, display)
-        connection = await broker.guacd.connect(request)
+        connection = await broker.guacd.connect(request, tag=session.id)
     except GuacdError as exc:
-        await close_websocket(ws, Ending(exc.status, _guacd_failure(exc.status)))
+        ending = Ending(exc.status, _guacd_failure(exc.status))
+        await _failed_try(broker, session.id, ending)
+        await close_websocket(ws, ending)
         return
     except ConfigError as exc:
         log.error("workspace %s misconfigured: %s", workspace.id, exc)
@@ -172,6 +178,8 @@ async def _stream(
         on_input=lambda: broker.sessions.note_activity(session.id),
         input_interval=broker.settings.limits.activity_write_seconds,
         allowed=allowed_opcodes(request.parameters),
+        on_first_sync=lambda: broker.sessions.note_connected(session.id),
+        before_close=lambda ending: _after_try(broker, session.id, relay, ending),
     )
     broker.streams.add(session.id, relay)
     await broker.sessions.touch_viewers([session.id])
@@ -187,6 +195,40 @@ async def _stream(
             await broker.sessions.touch_viewers([session.id])
         metrics.relayed(relay.stats)
     log.info("viewer of session %s closed: status %d", session.id, ending.status)
+
+
+# How a try that never reached a first ``sync`` may end without the desktop
+# having failed: the user left, the session ended, the broker drains, or the
+# browser broke the protocol.
+NOT_A_CONNECT_FAILURE = frozenset(
+    {
+        S.SUCCESS,
+        S.SESSION_CLOSED,
+        S.SESSION_TIMEOUT,
+        S.SERVER_BUSY,
+        S.CLIENT_BAD_REQUEST,
+        S.CLIENT_BAD_TYPE,
+        S.CLIENT_OVERRUN,
+    }
+)
+
+
+async def _after_try(broker: Broker, session_id: str, relay: Relay, ending: Ending) -> None:
+    """Before the viewer is told: a try that ended before the first ``sync``
+    for the desktop's (or guacd's) reasons is a failed one."""
+    if not relay.synced and ending.status not in NOT_A_CONNECT_FAILURE:
+        await _failed_try(broker, session_id, ending)
+
+
+async def _failed_try(broker: Broker, session_id: str, ending: Ending) -> None:
+    """Record a viewer's failed try on the session (the last connect error and
+    the connect_failed clock); best effort, the viewer is told either way."""
+    what = ending.message or "The remote desktop ended the connection before it came up"
+    error = f"{what} (status {int(ending.status)})"
+    try:
+        await asyncio.wait_for(broker.sessions.connect_failed(session_id, error), 5)
+    except Exception as exc:
+        log.warning("could not record the connect failure of %s: %s", session_id, exc)
 
 
 def no_path(session: Session) -> Ending:

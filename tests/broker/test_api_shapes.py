@@ -77,7 +77,7 @@ async def test_session_object_fields_in_order_and_formats(api, token):
     assert r.status == 200 and isinstance(r.body, list)
     (s,) = r.body
     assert list(s)[: len(SESSION_FIELDS)] == SESSION_FIELDS
-    assert list(s)[len(SESSION_FIELDS) :] == ["end_reason", "client_ip"]
+    assert list(s)[len(SESSION_FIELDS) :] == ["end_reason", "client_ip", "last_connect_error"]
     assert s["id"] == sid
     assert (s["user_id"], s["user_email"]) == ("alice", "alice@corp.example")
     assert (s["workspace_id"], s["workspace_name"], s["workspace_type"]) == (

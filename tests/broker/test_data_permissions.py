@@ -40,7 +40,8 @@ async def test_database_and_data_dir_are_private_after_a_launch(
     data = shared / "state" / "broker"  # neither exists yet
     config = tmp_path / "broker.toml"
     config.write_text(f'[server]\ndata_dir = "{data}"\n' + WORKSPACES_TOML)  # default database
-    settings = load_settings(config, env={"BROKER_AUTH_HS256_SECRET": TEST_SECRET})
+    env = {"BROKER_AUTH_HS256_SECRET": TEST_SECRET, "BROKER_GUACD_HEALTH_CHECK_SECONDS": "0"}
+    settings = load_settings(config, env=env)  # no guacd runs: its checks off
     assert settings.database_url.endswith(f"{data}/broker.db")
     api = Api(await start_broker(settings))
 

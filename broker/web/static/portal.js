@@ -85,7 +85,15 @@ function renderSessions(list) {
     tr.dataset.session = s.id;
     tr.dataset.status = s.status;
     const started = new Date(s.started_at).toLocaleString();
-    tr.append(cell(s.workspace_name), cell(s.status), cell(started), cell(s.tunnel_status));
+    const status = cell(s.status);
+    if (s.last_connect_error) {
+      // Why the last try to reach the desktop failed (cleared once one succeeds).
+      const why = document.createElement("div");
+      why.className = "connect-error error";
+      why.textContent = `Could not connect: ${s.last_connect_error}`;
+      status.append(why);
+    }
+    tr.append(cell(s.workspace_name), status, cell(started), cell(s.tunnel_status));
     const actions = document.createElement("td");
     if (s.status === "active") {
       const end = document.createElement("button");
@@ -94,7 +102,7 @@ function renderSessions(list) {
       end.addEventListener("click", () => disconnect(s));
       actions.append(end);
     } else {
-      actions.textContent = s.end_reason ? s.end_reason.replace("_", " ") : "";
+      actions.textContent = s.end_reason ? s.end_reason.replaceAll("_", " ") : "";
     }
     tr.append(actions);
     tbody.append(tr);
