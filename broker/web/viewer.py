@@ -25,7 +25,7 @@ from pathlib import Path
 from aiohttp import web
 
 from broker.core.errors import BrokerError, ConfigError, Forbidden, NotFound, Unauthorized
-from broker.core.models import Session, SessionStatus
+from broker.core.models import ConnectTarget, Session, SessionStatus
 from broker.core.runtime import Broker
 from broker.core.streams import DEFAULT_ENDING, DRAINING, ending_for
 from broker.core.workspaces import guacd_request, records, uses_guacd
@@ -172,6 +172,7 @@ async def _stream(
         on_input=lambda: broker.sessions.note_activity(session.id),
         input_interval=broker.settings.limits.activity_write_seconds,
         allowed=allowed_opcodes(request.parameters),
+        unreachable=f"The remote desktop at {_address(target)} could not be reached",
     )
     broker.streams.add(session.id, relay)
     await broker.sessions.touch_viewers([session.id])
@@ -197,6 +198,11 @@ def no_path(session: Session) -> Ending:
     if session.tunnel_status in (TunnelStatus.FAILED, TunnelStatus.REVOKED):
         return Ending(S.UPSTREAM_TIMEOUT, "The network path to this workspace failed")
     return Ending(S.UPSTREAM_TIMEOUT, "The network path to this workspace is still being prepared")
+
+
+def _address(target: ConnectTarget) -> str:
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    return f"{host}:{target.port}"
 
 
 def _guacd_failure(status: S) -> str:
