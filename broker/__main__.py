@@ -265,7 +265,9 @@ async def run_until_signalled(app: web.Application, settings: Settings) -> None:
 def _announce(settings: Settings) -> None:
     base = settings.server.public_url or f"http://{settings.server.host}:{settings.server.port}"
     lines = [f"broker listening on {base}"]
-    if settings.auth.dev_secret:
+    # Only the demo prints a live token: with a config, anyone reading the
+    # service's output (journal, container logs) could use one.
+    if settings.demo.enabled and settings.auth.dev_secret:
         token = mint_dev_token(
             settings.auth.hs256_secret,
             issuer=settings.auth.issuer,

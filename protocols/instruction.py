@@ -194,7 +194,10 @@ class BoundaryScanner:
     Cheap observations for the relay, updated as instructions complete:
     ``syncs`` (how many ``sync`` instructions went by; the relay holds browser
     input until the first), ``error`` (the first ``error`` instruction seen,
-    as an `ErrorReport`), ``instructions`` (count of whole instructions).
+    as an `ErrorReport`), ``instructions`` (count of whole instructions),
+    ``unsynced_disconnect`` (the stream offset where a ``disconnect`` that came
+    before any ``sync`` starts: guacd's way of saying it could not connect),
+    ``taken`` (bytes taken so far, the stream offset of what is held).
 
     The scanner checks framing and limits but not UTF-8 validity: the caller
     decodes what it takes. Any `InstructionError` is final: the stream cannot
@@ -221,6 +224,7 @@ class BoundaryScanner:
         "syncs",
         "instructions",
         "error",
+        "unsynced_disconnect",
     )
 
     def __init__(self) -> None:
@@ -241,6 +245,12 @@ class BoundaryScanner:
         self.syncs = 0
         self.instructions = 0
         self.error: ErrorReport | None = None
+        self.unsynced_disconnect: int | None = None
+
+    @property
+    def taken(self) -> int:
+        """Bytes taken so far: the stream offset of the first byte still held."""
+        return self._base
 
     @property
     def sync_seen(self) -> bool:
@@ -363,6 +373,13 @@ class BoundaryScanner:
                     self.syncs += 1
                 elif opcode_length == 5 and buf.startswith(b"error", opcode_start):
                     self._note_error(bytes(buf[inst_start:pos]))
+                elif (
+                    opcode_length == 10
+                    and not self.syncs
+                    and self.unsynced_disconnect is None
+                    and buf.startswith(b"disconnect", opcode_start)
+                ):
+                    self.unsynced_disconnect = self._base + inst_start
                 inst_start = pos
         finally:
             self._pos, self._in_content, self._remaining = pos, in_content, remaining

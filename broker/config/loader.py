@@ -104,15 +104,21 @@ def _build_sections(data: dict[str, Any]) -> dict[str, Any]:
     return sections
 
 
+# Settings naming a path on the broker's host besides the ``*_file`` ones.
+# (A workspace's ``recording_path`` is a path on guacd's host: never resolved.)
+_PATH_KEYS = frozenset({"data_dir", "guacamole_js"})
+
+
 def _resolve_files(sections: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Every ``*_file`` path is relative to the config file's directory (as the
-    secret files always were), whatever directory the broker is started in."""
+    """Every relative path on the broker's host (``*_file``, ``server.data_dir``,
+    ``viewer.guacamole_js``) is relative to the config file's directory, whatever
+    directory the broker is started in (without a config: the working directory)."""
 
     def resolve(obj: Any) -> Any:
         changes = {
             f.name: str(base / value)
             for f in dataclasses.fields(obj)
-            if f.name.endswith("_file")
+            if (f.name.endswith("_file") or f.name in _PATH_KEYS)
             and (value := getattr(obj, f.name))
             and not Path(value).is_absolute()
         }

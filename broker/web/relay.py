@@ -26,6 +26,18 @@ The relay ends when either side closes, when guacd sends ``error`` (passed to
 the browser first), or when `Relay.end` is called (the session ended, the
 broker drains). The WebSocket is closed with the Guacamole status's close code
 and the decimal status as the reason, which is what guacamole-common-js reads.
+guacd is sent ``disconnect`` before its socket closes, whatever ended the
+relay: without it guacd 1.5.5 keeps the connection to the workspace open about
+15 s ("User is not responding"), and an RDP session with it.
+
+A ``disconnect`` from guacd before its first ``sync`` is a failure to connect,
+not a normal end: guacd 1.5.5 says nothing else when it cannot reach a VNC or
+SSH server (and sometimes an RDP one). It is not forwarded (the browser would
+show "You disconnected"); the relay ends with UPSTREAM_NOT_FOUND and a message
+naming the workspace's address. guacd sends that ``disconnect`` only once the
+client writes, so until the first ``sync`` the relay writes ``nop`` to guacd
+when it has been silent for ``NUDGE_INTERVAL`` seconds (the browser's own
+keep-alive comes only every 5 s).
 """
 
 from __future__ import annotations
@@ -56,6 +68,9 @@ log = logging.getLogger(__name__)
 READ_SIZE = 65536
 MAX_BROWSER_MESSAGE = 8192 * 4 + 64  # guacd's 8192-character limit, in UTF-8 bytes
 WRITE_TIMEOUT = 15.0
+NUDGE_INTERVAL = 1.0
+DISCONNECT = b"10.disconnect;"
+NOP = b"3.nop;"
 _BEFORE_SYNC = frozenset({"nop", "sync", "disconnect"})
 
 
@@ -64,7 +79,6 @@ class RelayStats:
     bytes_to_browser: int = 0
     frames_to_browser: int = 0
     messages_from_browser: int = 0
-    cpu_seconds: float = 0.0
 
 
 def error_instruction(message: str, status: GuacamoleStatus) -> str:
@@ -109,7 +123,10 @@ class Relay:
     once, when guacd's first ``sync`` arrives (`synced`); ``before_close`` is
     awaited with the ending just before the browser is told. The caller owns
     ``ws`` (already prepared) and ``guacd`` and must call `run` once; `end`
-    may be called from anywhere.
+    may be called from anywhere. ``unreachable`` is the message shown when
+    guacd could not reach the workspace (it should name the address);
+    ``nudge_interval`` is how long guacd may be silent before the first
+    ``sync`` before the relay writes it a ``nop``.
     """
 
     def __init__(
@@ -123,6 +140,8 @@ class Relay:
         allowed: frozenset[str] = BASE_OPCODES,
         on_first_sync: Callable[[], None] | None = None,
         before_close: Callable[[Ending], Awaitable[None]] | None = None,
+        unreachable: str = "The remote desktop could not be reached",
+        nudge_interval: float = NUDGE_INTERVAL,
     ) -> None:
         self.ws = ws
         self.guacd = guacd
@@ -132,6 +151,8 @@ class Relay:
         self._held_limit = held_limit
         self._held_mask: tuple[str, ...] | None = None
         self._allowed = allowed
+        self._unreachable = unreachable
+        self._nudge_interval = nudge_interval
         self._streams: dict[str, str] = {}  # the browser's open streams: index -> opener
         self._on_input = on_input
         self._input_interval = input_interval
@@ -157,13 +178,22 @@ class Relay:
             ending = await self._ending
         finally:
             for task in pumps:
-                task.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
-            await self.guacd.aclose()
+                task.cancel()  # neither pump writes again: what they wrote goes first
+            self._leave_guacd()
+        await asyncio.gather(*pumps, return_exceptions=True)
+        await self.guacd.aclose()  # bounded; the disconnect is on its way already
         if self._before_close is not None:
             await self._before_close(ending)
         await close_websocket(self.ws, ending)
         return ending
+
+    def _leave_guacd(self) -> None:
+        """Tell guacd the viewer left and close its socket (asyncio sends what
+        is buffered before it closes; `GuacdConnection.aclose` bounds the wait)."""
+        writer = self.guacd.writer
+        if not writer.is_closing():
+            writer.write(DISCONNECT)
+            writer.close()
 
     async def _guard(self, pump: Coroutine[Any, Any, Ending]) -> None:
         try:
@@ -186,12 +216,12 @@ class Relay:
         reader = self.guacd.reader
         send = self.ws.send_frame
         stats = self.stats
-        cpu = time.thread_time
         while True:
-            data = await reader.read(READ_SIZE)
-            started = cpu()
+            if self._held is None:
+                data = await reader.read(READ_SIZE)
+            else:
+                data = await self._read_before_sync(reader)
             if not data:
-                stats.cpu_seconds += cpu() - started
                 return self._guacd_closed(scanner)
             try:
                 ready = scanner.feed(data)
@@ -199,18 +229,35 @@ class Relay:
                 return Ending(GuacamoleStatus.UPSTREAM_ERROR, "guacd sent malformed data")
             if ready:
                 frame = scanner.take()
+                if scanner.unsynced_disconnect is not None:
+                    return await self._unreachable_workspace(scanner, frame)
                 if not frame.isascii() and not _valid_utf8(frame):
                     return Ending(GuacamoleStatus.UPSTREAM_ERROR, "guacd sent invalid UTF-8")
                 stats.bytes_to_browser += len(frame)
                 stats.frames_to_browser += 1
-                stats.cpu_seconds += cpu() - started
                 await send(frame, WSMsgType.TEXT)
                 if self._held is not None and scanner.syncs:
                     await self._release_input()
                 if scanner.error is not None:
                     return Ending(scanner.error.status)
-            else:
-                stats.cpu_seconds += cpu() - started
+
+    async def _read_before_sync(self, reader: asyncio.StreamReader) -> bytes:
+        """Read, writing ``nop`` to guacd whenever it is silent for the nudge
+        interval: a guacd that failed to reach the workspace answers only then."""
+        while True:
+            try:
+                return await asyncio.wait_for(reader.read(READ_SIZE), self._nudge_interval)
+            except TimeoutError:
+                self.guacd.writer.write(NOP)  # 6 bytes; the browser pump drains
+
+    async def _unreachable_workspace(self, scanner: BoundaryScanner, frame: bytes) -> Ending:
+        """guacd said ``disconnect`` before any ``sync``: pass what came before
+        it, and end with the broker's own error instead of a normal end."""
+        assert scanner.unsynced_disconnect is not None
+        before = frame[: scanner.unsynced_disconnect - (scanner.taken - len(frame))]
+        if before and (before.isascii() or _valid_utf8(before)):
+            await self.ws.send_frame(before, WSMsgType.TEXT)
+        return Ending(GuacamoleStatus.UPSTREAM_NOT_FOUND, self._unreachable)
 
     def _guacd_closed(self, scanner: BoundaryScanner) -> Ending:
         if scanner.error is not None:

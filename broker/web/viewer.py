@@ -26,7 +26,7 @@ from pathlib import Path
 from aiohttp import web
 
 from broker.core.errors import BrokerError, ConfigError, Forbidden, NotFound, Unauthorized
-from broker.core.models import Session, SessionStatus
+from broker.core.models import ConnectTarget, Session, SessionStatus
 from broker.core.runtime import Broker
 from broker.core.streams import DEFAULT_ENDING, DRAINING, ending_for
 from broker.core.workspaces import guacd_request, records, uses_guacd
@@ -180,6 +180,7 @@ async def _stream(
         allowed=allowed_opcodes(request.parameters),
         on_first_sync=lambda: broker.sessions.note_connected(session.id),
         before_close=lambda ending: _after_try(broker, session.id, relay, ending),
+        unreachable=f"The remote desktop at {_address(target)} could not be reached",
     )
     broker.streams.add(session.id, relay)
     await broker.sessions.touch_viewers([session.id])
@@ -239,6 +240,11 @@ def no_path(session: Session) -> Ending:
     if session.tunnel_status in (TunnelStatus.FAILED, TunnelStatus.REVOKED):
         return Ending(S.UPSTREAM_TIMEOUT, "The network path to this workspace failed")
     return Ending(S.UPSTREAM_TIMEOUT, "The network path to this workspace is still being prepared")
+
+
+def _address(target: ConnectTarget) -> str:
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    return f"{host}:{target.port}"
 
 
 def _guacd_failure(status: S) -> str:

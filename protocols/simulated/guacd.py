@@ -118,10 +118,15 @@ class Failure(StrEnum):
     BAD_PASSWORD = "bad-password"  # `error` 519 with guacd's message, then close
     UNAUTHORIZED = "unauthorized"  # `error` 769, then close
     DISCONNECT_ON_WRITE = "disconnect-on-write"  # silence; `disconnect` on first client write
+    # Nothing listens at the workspace's address, as guacd 1.5.5 tells it: VNC
+    # is silent, SSH draws its terminal (no `sync`), each then says `disconnect`
+    # on the first client write; RDP draws, then `error` 519.
+    UNREACHABLE = "unreachable"
     CLIENT_TIMEOUT = "client-timeout"  # ignores the client: nops, then error 776
     EOF_AFTER_READY = "eof-after-ready"  # drops the connection right after `ready`
 
 
+_DISCONNECT_ON_WRITE = (Failure.DISCONNECT_ON_WRITE, Failure.UNREACHABLE)
 _BEFORE_READY = frozenset(
     {
         Failure.EOF_BEFORE_ARGS,
@@ -199,6 +204,7 @@ class SimulatedGuacd:
         self.credentials_received: deque[dict[str, str]] = deque(maxlen=100)
         self.clipboard_received: deque[str] = deque(maxlen=100)  # text the client pasted
         self.failures_applied: deque[Failure] = deque(maxlen=100)
+        self.disconnects = 0  # client `disconnect` instructions: a viewer that said it left
         self._queued: deque[Failure] = deque()
         self._sessions: dict[str, _Session] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -542,6 +548,8 @@ class _Connection:
 
     def _on_input(self, instruction: Instruction) -> None:
         self.server.received.append(instruction)
+        if instruction.opcode == "disconnect":
+            self.server.disconnects += 1
         self.server._notify()
         if self.failure is Failure.CLIENT_TIMEOUT or self.closed:
             return
@@ -552,7 +560,7 @@ class _Connection:
             return
         if self._on_clipboard(instruction):
             return
-        if self.failure is Failure.DISCONNECT_ON_WRITE or instruction.opcode == "disconnect":
+        if self.failure in _DISCONNECT_ON_WRITE or instruction.opcode == "disconnect":
             self.send_instructions(Instruction("disconnect"))
             self.close()
             raise _Stop
@@ -609,7 +617,9 @@ class _Connection:
         if failure in (Failure.BAD_PASSWORD, Failure.UNAUTHORIZED):
             await self._remote_refuses(failure)
             return
-        if failure in (Failure.DISCONNECT_ON_WRITE, Failure.CLIENT_TIMEOUT):
+        if failure is Failure.UNREACHABLE and await self._unreachable():
+            return
+        if failure in (*_DISCONNECT_ON_WRITE, Failure.CLIENT_TIMEOUT):
             await asyncio.Event().wait()  # silent until the watchdog or input ends it
         await self._ask_credentials()
         if self.options.mode is Mode.REPLAY:
@@ -697,6 +707,23 @@ class _Connection:
         self.send_instructions(Instruction.of("error", message, status))
         await self.drain()
         self.close()
+
+    async def _unreachable(self) -> bool:
+        """Draw what guacd 1.5.5 draws for an unreachable server; True when
+        the connection is over (RDP's `error`), else `disconnect` follows the
+        client's next write."""
+        assert self.session is not None
+        protocol = self.session.protocol
+        if protocol != "vnc":
+            self.send_instructions(*self.session.desktop.full_frame())  # never a sync
+        if protocol == "rdp":
+            message, status = _BAD_PASSWORD["rdp"]
+            self.send_instructions(Instruction.of("error", message, status))
+        await self.drain()
+        if protocol == "rdp":
+            self.close()
+            return True
+        return False
 
     async def _first_frame(self) -> None:
         assert self.session is not None

@@ -276,6 +276,27 @@ async def test_insecure_dev_allows_a_public_address(tmp_path, start_serve, http)
     assert await server.stop() == 0
 
 
+async def test_serve_with_a_config_prints_no_token(tmp_path, start_serve, http):
+    """Only the demo prints a live token: with --config and an HS256 secret the
+    broker says where it listens, and nothing anyone could use to sign in. Its
+    data directory is the config's, not the working directory's."""
+    (tmp_path / "conf").mkdir()
+    conf = write_config(tmp_path / "conf", '[server]\ndata_dir = "state"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = cli_env(BROKER_AUTH_HS256_SECRET=SECRET)
+    server = await start_serve("--config", str(conf), cwd=elsewhere, env=env)
+    await server.line_starting("broker listening on")
+    async with http.get(f"{server.base}/healthz") as r:
+        assert r.status == 200
+    assert await server.stop() == 0
+    assert server.proc.stdout is not None
+    printed = "\n".join(server.stdout) + (await server.proc.stdout.read()).decode()
+    assert "token" not in printed and "eyJ" not in printed
+    assert (tmp_path / "conf" / "state" / "broker.db").exists()
+    assert not (elsewhere / "state").exists()
+
+
 # -- demo mode ---------------------------------------------------------------------------
 
 

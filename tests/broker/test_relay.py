@@ -27,6 +27,8 @@ from protocols.status import Ending, GuacamoleStatus
 TIMEOUT = 10
 TUNNEL_ID = re.compile(r"^0\.,36\.[0-9a-f-]{36};$")
 SYNC = "4.sync,1.1;"
+UNREACHABLE = "The remote desktop at 192.0.2.7:5900 could not be reached"
+LEFT = b"10.disconnect;"  # what guacd gets when the viewer leaves, before the close
 
 
 @dataclass
@@ -67,7 +69,14 @@ def relay_allowed() -> frozenset[str]:
 
 
 @pytest.fixture
-async def relayed(relay_allowed: frozenset[str]) -> AsyncIterator[Relayed]:
+def relay_nudge() -> float:
+    """How long guacd may be silent before the first sync before the relay
+    writes it a ``nop``; long here so that tests read exact bytes."""
+    return 60.0
+
+
+@pytest.fixture
+async def relayed(relay_allowed: frozenset[str], relay_nudge: float) -> AsyncIterator[Relayed]:
     broker_end, guacd_end = socket.socketpair()
     relays: asyncio.Queue[Relay] = asyncio.Queue()
     result: asyncio.Future[Ending] = asyncio.get_running_loop().create_future()
@@ -79,7 +88,13 @@ async def relayed(relay_allowed: frozenset[str]) -> AsyncIterator[Relayed]:
         guacd = GuacdConnection(
             reader, writer, GuacdEndpoint("socketpair"), "VERSION_1_5_0", (), "$test"
         )
-        relay = Relay(ws, guacd, allowed=relay_allowed)
+        relay = Relay(
+            ws,
+            guacd,
+            allowed=relay_allowed,
+            unreachable=UNREACHABLE,
+            nudge_interval=relay_nudge,
+        )
         relays.put_nowait(relay)
         result.set_result(await relay.run())
         return ws
@@ -157,7 +172,62 @@ async def test_end_closes_the_browser_with_the_status(
     else:
         assert frames == [Instruction.of("error", ending.message, int(ending.status)).encode()]
     assert await asyncio.wait_for(relayed.result, TIMEOUT) == ending
-    assert await asyncio.wait_for(relayed.guacd_reader.read(), TIMEOUT) == b""  # guacd let go
+    # guacd is told the viewer left, then let go (else it keeps the workspace ~15 s).
+    assert await asyncio.wait_for(relayed.guacd_reader.read(), TIMEOUT) == LEFT
+
+
+async def test_guacd_is_told_when_the_browser_goes_away(relayed: Relayed) -> None:
+    await first_sync(relayed)
+    await relayed.browser.close()  # a closed tab
+    # (The test server cancels the handler once the browser is gone: guacd is
+    # told even then.)
+    assert await asyncio.wait_for(relayed.guacd_reader.read(), TIMEOUT) == LEFT
+
+
+async def test_a_disconnect_after_the_first_sync_is_a_normal_end(relayed: Relayed) -> None:
+    await relayed.to_browser(SYNC + "10.disconnect;")
+    relayed.guacd_writer.close()
+    frames, code, reason = await relayed.browser_close()
+    assert "".join(frames).startswith(SYNC + "10.disconnect;")  # passed on as it is
+    assert (code, reason) == (1002, "518")
+
+
+@pytest.mark.parametrize("split", [False, True])
+async def test_a_disconnect_before_the_first_sync_is_an_unreachable_workspace(
+    relayed: Relayed, split: bool
+) -> None:
+    """guacd 1.5.5 cannot reach a VNC or SSH server: ``ready``, maybe some
+    drawing (SSH draws its terminal), never a ``sync``, then ``disconnect``.
+    The browser must not get that ``disconnect`` (it would show "You
+    disconnected"), but the broker's error naming the address, then 519."""
+    drawing = "4.size,1.0,4.1024,3.768;4.rect,1.0,1.0,1.0,4.1024,3.768;"
+    if split:
+        await relayed.to_browser(drawing)
+        assert await relayed.browser_reads() == drawing
+        await relayed.to_browser("10.disconnect;")
+    else:
+        await relayed.to_browser(drawing + "10.disconnect;")
+    frames, code, reason = await relayed.browser_close()
+    assert "disconnect" not in "".join(frames)
+    assert frames[-1] == Instruction.of("error", UNREACHABLE, 519).encode()
+    assert (code, reason) == (1011, "519")
+    ending = await asyncio.wait_for(relayed.result, TIMEOUT)
+    assert ending == Ending(GuacamoleStatus.UPSTREAM_NOT_FOUND, UNREACHABLE)
+
+
+@pytest.mark.parametrize("relay_nudge", [0.05])
+async def test_a_silent_guacd_is_nudged_until_the_first_sync(relayed: Relayed) -> None:
+    """guacd 1.5.5 sends the ``disconnect`` of a failed VNC connection only
+    when the client writes: the relay writes ``nop`` while guacd is silent
+    before its first ``sync``, so the failure shows in about a second."""
+    assert await relayed.from_guacd(len("3.nop;")) == "3.nop;"
+    await relayed.to_browser("10.disconnect;")  # guacd's answer to a failed connection
+    frames, code, reason = await relayed.browser_close()
+    assert (code, reason, frames) == (1011, "519", [error(UNREACHABLE, 519)])
+
+
+def error(message: str, status: int) -> str:
+    return Instruction.of("error", message, status).encode()
 
 
 async def test_one_session_end_reaches_every_kind_of_stream(relayed: Relayed) -> None:
@@ -206,7 +276,7 @@ async def assert_refused(relayed: Relayed) -> None:
     assert (code, reason) == (1003, "783")
     assert len(frames) == 1 and frames[0].startswith("5.error,") and frames[0].endswith("3.783;")
     received = await asyncio.wait_for(relayed.guacd_reader.read(), TIMEOUT)
-    assert received == b""
+    assert received == LEFT
     ending = await asyncio.wait_for(relayed.result, TIMEOUT)
     assert ending.status == GuacamoleStatus.CLIENT_BAD_TYPE
 

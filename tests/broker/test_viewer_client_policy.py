@@ -41,7 +41,9 @@ async def test_a_viewer_sending_what_no_client_sends_is_closed_783(api, guacd, t
     assert (code, reason) == (1003, "783")  # CLIENT_BAD_TYPE, what guacamole-common-js shows
     errors = [f for f in frames if f.startswith("5.error,")]
     assert len(errors) == 1 and errors[0].endswith("3.783;")
-    assert [i.opcode for i in guacd.received] == ["key"]
+    # The refused instruction never reached guacd; the relay's leaving did.
+    await guacd.wait_for(lambda: guacd.disconnects == 1, timeout=10)
+    assert [i.opcode for i in guacd.received] == ["key", "disconnect"]
 
 
 async def test_clipboard_never_reaches_guacd_when_paste_is_disabled(api, guacd, token):

@@ -191,6 +191,17 @@ def test_opcodes_that_only_look_like_sync_or_error_are_not_counted() -> None:
     assert scanner.syncs == 0 and scanner.error is None and scanner.instructions == 3
 
 
+def test_scanner_notes_where_a_disconnect_before_any_sync_starts() -> None:
+    scanner = BoundaryScanner()
+    scanner.feed(b"3.nop;")
+    assert scanner.take() == b"3.nop;" and scanner.taken == 6
+    scanner.feed(b"4.size,1.0,1.1,1.1;10.disconnect;")
+    assert scanner.unsynced_disconnect == 6 + len(b"4.size,1.0,1.1,1.1;")
+    synced = BoundaryScanner()
+    synced.feed(b"4.sync,1.1;10.disconnect;1.x,10.disconnect;")
+    assert synced.unsynced_disconnect is None  # after a sync it is a normal end
+
+
 def test_error_report_tolerates_a_missing_code() -> None:
     report = ErrorReport.from_instruction(Instruction("error", ("boom",)))
     assert report.status is GuacamoleStatus.SERVER_ERROR

@@ -13,17 +13,33 @@ const ENDED = {
   522: ["Session timed out", "The session reached its time limit or was idle too long."],
   523: ["Session ended", "The session was closed: the workspace was stopped or an administrator ended it."],
 };
+// The broker's words for every status the tunnel can close with (Guacamole
+// status codes; guacamole-common-js adds 514 when the server stops answering,
+// 512 for a close without a status). The text that came with the status
+// (guacd's or the broker's) is shown under it, unless it says nothing more.
 const FAILED = {
+  256: "The remote desktop does not support what was asked of it.",
+  512: "The connection failed because of an error in the broker.",
   513: "The broker is restarting. Reconnect to continue where you left off.",
   514: "The remote desktop did not answer in time.",
   515: "The remote desktop reported an error.",
-  519: "The remote desktop could not be reached or refused the connection.",
-  520: "The remote desktop is unavailable.",
+  516: "This session does not exist.",
+  517: "This session is busy. Try again in a moment.",
+  518: "The remote desktop closed the connection.",
+  519: "The remote desktop could not be reached, or it refused the connection.",
+  520: "The remote desktop service is unavailable. Try again in a moment.",
+  521: "This session is in use elsewhere.",
+  768: "The browser sent a request the broker could not accept.",
   769: "This viewer link is not valid (or the session has ended). Open the session again from the portal.",
   771: "You are not allowed to view this session.",
   776: "The connection was idle for too long.",
   781: "The browser sent more data than the connection allows.",
+  783: "The browser sent something this connection does not allow.",
+  797: "Too many connections are open. Close another viewer, then reconnect.",
 };
+// Texts that add nothing to the broker's words: guacd's catch-all, and
+// guacamole-common-js's own generic ones.
+const SAYS_NOTHING = /^(\d*|Aborted\. See logs\.|Internal error\.?|Upstream error\.?|Connection closed\.?)$/i;
 
 function takeToken() {
   const params = new URLSearchParams(location.hash.slice(1));
@@ -53,18 +69,26 @@ function setState(state, text) {
   $("status").textContent = text;
 }
 
-function showOverlay(title, text, canReconnect) {
+function showOverlay(title, text, canReconnect, detail = "") {
   $("overlay-title").textContent = title;
   $("overlay-text").textContent = text;
+  $("overlay-detail").textContent = detail;
+  $("overlay-detail").hidden = !detail;
   $("reconnect").hidden = !canReconnect;
   $("overlay").hidden = false;
+}
+
+// The text that came with a status, when it tells the user more than `text`.
+function detailOf(message, text) {
+  const detail = (message || "").trim();
+  return SAYS_NOTHING.test(detail) || detail === text ? "" : detail;
 }
 
 function showEnded(code, message) {
   ended = true;
   const [title, text] = ENDED[code] || ENDED[523];
   setState("ended", title);
-  showOverlay(title, message && code !== 0 ? `${text} (${message})` : text, false);
+  showOverlay(title, text, false, code === 0 ? "" : detailOf(message, text));
   $("disconnect").disabled = true;
   sessionStorage.removeItem(storageKey);
 }
@@ -72,11 +96,9 @@ function showEnded(code, message) {
 function showError(status) {
   const code = status.code;
   if (code in ENDED) return showEnded(code, status.message);
-  const text = status.message && !/^\d+$/.test(status.message)
-    ? status.message
-    : FAILED[code] || `Connection failed (status ${code}).`;
+  const text = FAILED[code] || `The connection failed (status ${code}).`;
   setState("error", "Connection failed");
-  showOverlay("Connection failed", text, code !== 769 && code !== 771);
+  showOverlay("Connection failed", text, code !== 769 && code !== 771, detailOf(status.message, text));
 }
 
 function connectData() {

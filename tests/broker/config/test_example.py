@@ -50,11 +50,12 @@ def test_example_config_loads(tmp_path, monkeypatch):
 def test_example_config_shows_the_real_defaults(tmp_path, monkeypatch):
     """The file says it lists every setting with its default: loading it must
     give exactly what an empty file gives."""
-    _example_text()
+    example = tmp_path / "example.toml"  # relative paths resolve from the file's directory
+    example.write_text(_example_text())
     monkeypatch.chdir(tmp_path)
     empty = tmp_path / "empty.toml"
     empty.write_text("")
-    assert load_settings(EXAMPLE, env=SECRET_ENV) == load_settings(empty, env=SECRET_ENV)
+    assert load_settings(example, env=SECRET_ENV) == load_settings(empty, env=SECRET_ENV)
 
 
 def test_example_config_documents_every_setting():

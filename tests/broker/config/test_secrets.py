@@ -67,6 +67,12 @@ def test_every_file_path_is_relative_to_the_config(write, tmp_path, monkeypatch)
 
         [auth]
         public_key_file = "keys/idp.pem"
+
+        [server]
+        data_dir = "state"
+
+        [viewer]
+        guacamole_js = "js/guacamole-common.js"
         """
     )
     (conf.parent / "secrets").mkdir()
@@ -77,6 +83,10 @@ def test_every_file_path_is_relative_to_the_config(write, tmp_path, monkeypatch)
     settings = load(conf, env={})
     assert Path(settings.auth.public_key_file) == conf.parent / "keys" / "idp.pem"
     assert workspace_password(settings.workspaces[0], env={}) == "rdp-pass"
+    # The database and the other paths too, not the working directory.
+    assert settings.data_path == conf.parent / "state"
+    assert settings.database_url.endswith(str(conf.parent / "state" / "broker.db"))
+    assert Path(settings.viewer.guacamole_js) == conf.parent / "js" / "guacamole-common.js"
 
 
 def test_env_secret_wins_over_file(write):

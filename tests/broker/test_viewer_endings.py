@@ -1,0 +1,76 @@
+"""How a viewer's connection ends, as guacd 1.5.5 shows it (the simulated guacd
+behaves like it): guacd is told when the viewer leaves, whatever ended the
+viewer, and a workspace guacd cannot reach is an error naming its address, not
+a normal end."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from broker.core.audit import Actor
+from broker.core.models import EndReason
+from broker.web.http import BROKER
+from protocols.simulated.guacd import Failure
+from tests.broker.apiclient import Api
+from tests.broker.viewer_support import finish, launch, open_tunnel, read_until
+
+pytestmark = pytest.mark.db
+
+UNREACHABLE = re.compile(r"The remote desktop at 127\.0\.0\.1:\d+ could not be reached")
+
+
+@pytest.fixture
+async def api(broker_for, guacd) -> Api:
+    result: Api = await broker_for(guacd.port)
+    return result
+
+
+@pytest.mark.parametrize("how", ["closed tab", "disconnect", "stop", "idle_timeout"])
+async def test_guacd_is_told_the_viewer_left(api, guacd, token, how):
+    """Without ``disconnect`` guacd 1.5.5 keeps the connection to the
+    workspace (and an RDP session's licence) about 15 s."""
+    t = token()
+    launched = await launch(api, t)
+    sid = launched["session_id"]
+    ws = await open_tunnel(api, sid, launched["viewer_token"])
+    await read_until(ws, lambda f: "4.sync," in f)
+    if how == "closed tab":
+        await ws.close()
+    elif how == "disconnect":
+        assert (await api.post(f"/api/sessions/{sid}/disconnect", t)).status == 200
+    elif how == "stop":
+        assert (await api.post("/api/workspaces/ws-vnc/stop", t)).status == 200
+    else:
+        sessions = api.client.app[BROKER].sessions
+        assert await sessions.end(sid, EndReason(how), Actor.system()) is not None
+    await guacd.wait_for(lambda: guacd.disconnects == 1, timeout=10)
+    await guacd.wait_for(lambda: guacd.active == 0, timeout=10)
+
+
+@pytest.mark.parametrize("workspace", ["ws-vnc", "ws-ssh"])
+async def test_an_unreachable_workspace_is_an_error_naming_it(api, guacd, token, workspace):
+    """guacd answers ``ready``, draws (SSH) and says only ``disconnect``, once
+    the client writes: the broker nudges it, and the viewer gets the broker's
+    error, 519, never the ``disconnect`` that reads as "You disconnected"."""
+    guacd.inject(Failure.UNREACHABLE)
+    launched = await launch(api, token(), workspace)
+    ws = await open_tunnel(api, launched["session_id"], launched["viewer_token"])
+    frames, code, reason = await finish(ws)  # nothing sent: the broker nudges guacd
+    assert not any("10.disconnect;" in f for f in frames)
+    assert frames[-1].startswith("5.error,") and UNREACHABLE.search(frames[-1])
+    assert frames[-1].endswith("3.519;")
+    assert (code, reason) == (1011, "519")
+    assert guacd.failures_applied[-1] is Failure.UNREACHABLE
+
+
+async def test_an_unreachable_rdp_workspace_shows_the_error_before_the_close(api, guacd, token):
+    guacd.inject(Failure.UNREACHABLE)
+    launched = await launch(api, token(), "ws-rdp")
+    ws = await open_tunnel(api, launched["session_id"], launched["viewer_token"])
+    frames, code, reason = await finish(ws)
+    errors = [f for f in frames if "5.error," in f]
+    assert len(errors) == 1 and errors[0].endswith("3.519;")
+    assert frames[-1] == errors[0]  # nothing after it, no disconnect
+    assert (code, reason) == (1011, "519")
