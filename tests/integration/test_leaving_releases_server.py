@@ -1,7 +1,11 @@
 """Fix 1 of issue 12: when the viewer leaves (closes its tab, or the user
 disconnects through the API), guacd is told ``disconnect`` and drops its
 connection to the workspace server at once. Before the fix guacd kept it
-about 15 s ("User is not responding"), holding e.g. an RDP session."""
+about 15 s ("User is not responding"), holding e.g. an RDP session.
+
+Measured here (guacd 1.5.5, x11vnc, OpenSSH), the relay's ``disconnect``
+removed: VNC 15.1-15.5 s, SSH 0.1 s (guacd's SSH plugin closes at once, so
+only the VNC cases catch a regression). With it: about 1 s for both."""
 
 from __future__ import annotations
 
