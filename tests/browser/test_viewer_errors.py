@@ -55,6 +55,9 @@ def failing_guacd(request: pytest.FixtureRequest) -> Iterator[int]:
         ("unreachable", ["could not be reached", "127.0.0.1:5999"], "disconnected"),
         # guacd 1.5.5's VNC error text says nothing to a user: the broker's words only.
         ("bad-password", ["could not be reached, or it refused"], "See logs"),
+        # guacd's 769 (the workspace's login refused) is not the broker's 769
+        # (a bad viewer link): the page says which.
+        ("unauthorized", ["refused the username or password"], "viewer link is not valid"),
     ],
     indirect=["failing_guacd"],
 )

@@ -93,12 +93,19 @@ function showEnded(code, message) {
   sessionStorage.removeItem(storageKey);
 }
 
-function showError(status) {
+// 769/771 from the broker refuse the viewer itself (before the relay starts); the
+// same statuses once the relay runs (the tunnel has its id) are guacd's: the
+// remote desktop refused the workspace's login.
+const REMOTE_LOGIN_REFUSED = "The remote desktop refused the username or password.";
+
+function showError(status, relayed) {
   const code = status.code;
   if (code in ENDED) return showEnded(code, status.message);
-  const text = FAILED[code] || `The connection failed (status ${code}).`;
+  const remoteLogin = relayed && (code === 769 || code === 771);
+  const text = remoteLogin ? REMOTE_LOGIN_REFUSED : FAILED[code] || `The connection failed (status ${code}).`;
   setState("error", "Connection failed");
-  showOverlay("Connection failed", text, code !== 769 && code !== 771, detailOf(status.message, text));
+  const final = !remoteLogin && (code === 769 || code === 771);
+  showOverlay("Connection failed", text, !final, detailOf(status.message, text));
 }
 
 function connectData() {
@@ -214,7 +221,7 @@ function connect() {
     keyboard.onkeydown = keyboard.onkeyup = null;
     if (ended) return;
     if (lastError && lastError.code === NO_PATH) retryWhenReady(lastError);
-    else if (lastError) showError(lastError);
+    else if (lastError) showError(lastError, tunnel.uuid !== null);
     else showEnded(0, "");
   };
   c.onstatechange = (state) => {
