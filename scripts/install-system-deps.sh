@@ -3,8 +3,8 @@
 # or sudo): Chromium for the browser tests, PostgreSQL client tools for CI's
 # database run, Node.js and npm for guacamole-common-js, and the real servers the
 # real-guacd integration suite connects to (tests/integration/README.md): Xvfb,
-# x11vnc, xterm and xclip (VNC, its clipboard), FreeRDP's shadow server and winpr-hash (RDP, NLA), and
-# OpenSSH's server (SSH).
+# x11vnc, xterm and xclip (VNC), TigerVNC's Xtigervnc (VNC's clipboard),
+# FreeRDP's shadow server and winpr-hash (RDP, NLA), and OpenSSH's server (SSH).
 #
 # The servers' packages must not leave their own daemons running (e.g. sshd on
 # port 22): services are kept from starting during the install (policy-rc.d),
@@ -21,6 +21,7 @@ command -v Xvfb >/dev/null 2>&1 || servers+=(xvfb)
 command -v x11vnc >/dev/null 2>&1 || servers+=(x11vnc)
 command -v xterm >/dev/null 2>&1 || servers+=(xterm)
 command -v xclip >/dev/null 2>&1 || servers+=(xclip)
+command -v Xtigervnc >/dev/null 2>&1 || servers+=(tigervnc-standalone-server)
 command -v freerdp-shadow-cli >/dev/null 2>&1 || servers+=(freerdp2-shadow-x11)
 command -v winpr-hash >/dev/null 2>&1 || servers+=(winpr-utils)
 [[ -x /usr/sbin/sshd ]] || servers+=(openssh-server)

@@ -2,11 +2,12 @@
 loopback ports chosen at run time, and a broker pointed at them.
 
 Session-scoped (started once, stopped at the end of the run): ``guacd``,
-``unix_user``, ``vnc_server`` (Xvfb + xterm + x11vnc), ``rdp_tls_server`` and
-``rdp_nla_server`` (FreeRDP's shadow server on a second Xvfb), ``ssh_server``
-(a private sshd). Per test: ``real_broker`` starts a broker (``direct`` tunnel
-provider) whose guacd endpoint is ``guacd`` and whose workspaces the test
-gives, built with `workspace`.
+``unix_user``, ``vnc_server`` (Xvfb + xterm + x11vnc), ``tigervnc_server``
+(Xtigervnc + xterm), ``rdp_tls_server`` and ``rdp_nla_server`` (FreeRDP's
+shadow server on a second Xvfb), ``ssh_server`` (a private sshd). Per test:
+``real_broker`` starts a broker (``direct`` tunnel provider) whose guacd
+endpoint is ``guacd`` and whose workspaces the test gives, built with
+`workspace`.
 
 Without guacd, or without a server or root where one is needed, the tests
 skip with one line saying what is missing; with ``BROKER_REQUIRE_REAL_GUACD=1``
@@ -121,6 +122,21 @@ def vnc_server(vnc_display: Display, real_dir: Path) -> Iterator[Server]:
         yield server
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="session")
+def tigervnc_server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Server:
+    """TigerVNC's Xtigervnc (an X server with VNC built in) with an xterm,
+    password ``VNC_PASSWORD``: the clipboard scenarios' server."""
+    need_programs("Xtigervnc", "xterm", "xclip", "x11vnc")  # x11vnc writes the password file
+    where = tmp_path_factory.mktemp("tigervnc")
+    running, server = servers.start_tigervnc(where, VNC_PASSWORD)
+    _stopped_at_end(request, running)
+    assert server.display is not None
+    _stopped_at_end(request, servers.start_xterm(server.display, where))
+    return server
 
 
 @pytest.fixture(scope="session")

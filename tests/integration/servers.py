@@ -217,6 +217,38 @@ def start_vnc(display: Display, workdir: Path, password: str) -> tuple[Running, 
     return running, Server("127.0.0.1", port, password=password, display=display)
 
 
+def start_tigervnc(workdir: Path, password: str) -> tuple[Running, Server]:
+    """TigerVNC's ``Xtigervnc``: an X server with a built-in VNC server on a
+    free display number, password-protected (VncAuth), loopback only. Unlike
+    x11vnc on Xvfb it owns the X selections itself: text a viewer sends is
+    served as PRIMARY and CLIPBOARD, and a selection set on the display goes to
+    the viewers at once."""
+    port = free_port()
+    passwd = workdir / "tigervnc.passwd"
+    # The same obfuscated-DES file format as TigerVNC's vncpasswd writes.
+    subprocess.run(
+        ["x11vnc", "-storepasswd", password, str(passwd)], check=True, capture_output=True
+    )
+    for attempt in range(8):
+        number = random.randrange(100, 1000)
+        if _x_display_in_use(number):
+            continue
+        running = Running("Xtigervnc", workdir / f"tigervnc-{attempt}.log")
+        running.spawn(
+            ["Xtigervnc", f":{number}", "-geometry", "1024x768", "-depth", "24"]
+            + ["-rfbport", str(port), "-localhost", "-nolisten", "tcp", "-AlwaysShared"]
+            + ["-SecurityTypes", "VncAuth", "-PasswordFile", str(passwd)]
+        )
+        try:
+            running.wait_port(port)
+        except ServerFailed:
+            running.stop()
+            continue
+        display = Display(f":{number}", 1024, 768)
+        return running, Server("127.0.0.1", port, password=password, display=display)
+    raise ServerFailed("Xtigervnc: no free display number in 8 tries")
+
+
 def start_rdp(
     display: Display, workdir: Path, user: UnixUser, *, nla: bool
 ) -> tuple[Running, Server]:

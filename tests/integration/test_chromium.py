@@ -1,7 +1,8 @@
 """The viewer page in headless Chromium against the real guacd: an SSH
 session where what the user types runs, and a VNC desktop with no stored
-password where the viewer's credential prompt lets the user in.
-Screenshots land in artifacts/browser/."""
+password where the viewer's credential prompt lets the user in, and the
+error with Reconnect that a VNC, RDP or SSH workspace whose server is down
+shows. Screenshots land in artifacts/browser/."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
+from scripts.processes import free_port
 from tests.broker.viewer_support import launch
-from tests.integration.conftest import unavailable, workspace
+from tests.integration.conftest import UNIX_USER, unavailable, workspace
+from tests.integration.servers import Server
 from tests.integration.support import eventually
 
 pytestmark = [pytest.mark.real_guacd, pytest.mark.browser, pytest.mark.slow]
@@ -79,3 +82,27 @@ async def test_vnc_in_chromium_credential_prompt(real_broker, vnc_server, token,
     await page.fill("#required-fields input[name=password]", vnc_server.password)
     await page.click("#required-form button[type=submit]")
     await page.wait_for_selector("body[data-state=connected]", timeout=20000)
+
+
+@pytest.mark.parametrize("protocol", ["vnc", "rdp", "ssh"])
+async def test_unreachable_server_in_chromium_shows_error_and_reconnect(
+    real_broker, password_file, token, page, protocol
+):
+    """What the user sees for a workspace whose server is down: the broker's
+    error naming the address, with Reconnect (never "You disconnected")."""
+    port = free_port()  # nothing listens on it
+    server = Server("127.0.0.1", port, username="" if protocol == "vnc" else UNIX_USER)
+    extra = {"ignore_cert": True} if protocol == "rdp" else {}
+    api = await real_broker(
+        workspace("ws", protocol, server, password_file=password_file("secret1"), **extra)
+    )
+    await open_viewer_page(page, api, token(), "ws")
+    await page.wait_for_selector("body[data-state=error]", timeout=20000)
+    overlay = await page.inner_text("#overlay")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"real-guacd-unreachable-{protocol}.png"))
+    assert "Connection failed" in overlay, overlay
+    assert "could not be reached" in overlay, overlay
+    assert f"127.0.0.1:{port}" in overlay, overlay
+    assert "disconnected" not in overlay.lower(), overlay
+    assert await page.is_visible("#reconnect")
