@@ -197,6 +197,8 @@ class BoundaryScanner:
     as an `ErrorReport`), ``instructions`` (count of whole instructions),
     ``unsynced_disconnect`` (the stream offset where a ``disconnect`` that came
     before any ``sync`` starts: guacd's way of saying it could not connect),
+    ``unsynced_error`` (the stream offset where the first ``error`` starts, when
+    it came before any ``sync``),
     ``taken`` (bytes taken so far, the stream offset of what is held).
 
     The scanner checks framing and limits but not UTF-8 validity: the caller
@@ -225,6 +227,7 @@ class BoundaryScanner:
         "instructions",
         "error",
         "unsynced_disconnect",
+        "unsynced_error",
     )
 
     def __init__(self) -> None:
@@ -246,6 +249,7 @@ class BoundaryScanner:
         self.instructions = 0
         self.error: ErrorReport | None = None
         self.unsynced_disconnect: int | None = None
+        self.unsynced_error: int | None = None
 
     @property
     def taken(self) -> int:
@@ -372,6 +376,8 @@ class BoundaryScanner:
                 if opcode_length == 4 and buf.startswith(b"sync", opcode_start):
                     self.syncs += 1
                 elif opcode_length == 5 and buf.startswith(b"error", opcode_start):
+                    if self.error is None and not self.syncs:
+                        self.unsynced_error = self._base + inst_start
                     self._note_error(bytes(buf[inst_start:pos]))
                 elif (
                     opcode_length == 10

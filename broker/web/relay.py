@@ -231,6 +231,8 @@ class Relay:
                 frame = scanner.take()
                 if scanner.unsynced_disconnect is not None:
                     return await self._unreachable_workspace(scanner, frame)
+                if scanner.unsynced_error is not None and _not_reached(scanner):
+                    return await self._refused_before_sync(scanner, frame)
                 if not frame.isascii() and not _valid_utf8(frame):
                     return Ending(GuacamoleStatus.UPSTREAM_ERROR, "guacd sent invalid UTF-8")
                 stats.bytes_to_browser += len(frame)
@@ -258,6 +260,19 @@ class Relay:
         if before and (before.isascii() or _valid_utf8(before)):
             await self.ws.send_frame(before, WSMsgType.TEXT)
         return Ending(GuacamoleStatus.UPSTREAM_NOT_FOUND, self._unreachable)
+
+    async def _refused_before_sync(self, scanner: BoundaryScanner, frame: bytes) -> Ending:
+        """guacd's UPSTREAM_NOT_FOUND before any ``sync`` (RDP's "Server refused
+        connection"): pass what came before it, and end with the broker's words
+        naming the address, guacd's text after them (guacd 1.5.5 cannot tell an
+        unreachable server from a refused login here)."""
+        assert scanner.unsynced_error is not None and scanner.error is not None
+        before = frame[: scanner.unsynced_error - (scanner.taken - len(frame))]
+        if before and (before.isascii() or _valid_utf8(before)):
+            await self.ws.send_frame(before, WSMsgType.TEXT)
+        said = scanner.error.message
+        message = f"{self._unreachable}, or it refused the connection"
+        return Ending(GuacamoleStatus.UPSTREAM_NOT_FOUND, f"{message}: {said}" if said else message)
 
     def _guacd_closed(self, scanner: BoundaryScanner) -> Ending:
         if scanner.error is not None:
@@ -363,6 +378,11 @@ class Relay:
 
 def _refused(message: str) -> Ending:
     return Ending(GuacamoleStatus.CLIENT_BAD_TYPE, message)
+
+
+def _not_reached(scanner: BoundaryScanner) -> bool:
+    error = scanner.error
+    return error is not None and error.status == GuacamoleStatus.UPSTREAM_NOT_FOUND
 
 
 def _valid_utf8(data: bytes) -> bool:

@@ -72,5 +72,8 @@ async def test_an_unreachable_rdp_workspace_shows_the_error_before_the_close(api
     frames, code, reason = await finish(ws)
     errors = [f for f in frames if "5.error," in f]
     assert len(errors) == 1 and errors[0].endswith("3.519;")
+    # The broker's words naming the address, whatever guacd said (it cannot
+    # tell an unreachable server from a refused login): the same every run.
+    assert UNREACHABLE.search(errors[0]), errors[0]
     assert frames[-1] == errors[0]  # nothing after it, no disconnect
     assert (code, reason) == (1011, "519")
