@@ -272,7 +272,9 @@ class Relay:
             await self.ws.send_frame(before, WSMsgType.TEXT)
         said = scanner.error.message
         message = f"{self._unreachable}, or it refused the connection"
-        return Ending(GuacamoleStatus.UPSTREAM_NOT_FOUND, f"{message}: {said}" if said else message)
+        if said and said not in GUACD_SAYS_NOTHING:
+            message = f"{message}: {said}"
+        return Ending(GuacamoleStatus.UPSTREAM_NOT_FOUND, message)
 
     def _guacd_closed(self, scanner: BoundaryScanner) -> Ending:
         if scanner.error is not None:
@@ -378,6 +380,10 @@ class Relay:
 
 def _refused(message: str) -> Ending:
     return Ending(GuacamoleStatus.CLIENT_BAD_TYPE, message)
+
+
+# guacd's catch-all text, which tells a user nothing (the viewer hides it too).
+GUACD_SAYS_NOTHING = frozenset({"Aborted. See logs."})
 
 
 def _not_reached(scanner: BoundaryScanner) -> bool:
