@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -18,24 +17,14 @@ from typing import Any
 
 import pytest
 import requests
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
+from tests.browser.chromium import ARTIFACTS, CHROMIUM, chromium, screenshotted_page
 from tests.processes import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # Chromium and a demo broker: 30 s
 
 ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "artifacts" / "browser"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 BACKGROUND = (32, 64, 128)
 LEFT_CLICK = (255, 128, 0)
 WHITE = (255, 255, 255)
@@ -51,7 +40,7 @@ class Demo:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     """`broker serve` on its demo defaults, as `make run` starts it."""
-    if not Path(CHROMIUM).exists():
+    if CHROMIUM is None:
         pytest.fail("chromium is not installed (scripts/install-system-deps.sh installs it)")
     cwd = tmp_path_factory.mktemp("demo")
     port = free_port()
@@ -85,23 +74,14 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    async with chromium() as b:
         yield b
-        await b.close()
 
 
 @pytest.fixture
 async def page(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterator[Page]:
-    context = await browser.new_context(viewport={"width": 1280, "height": 800})
-    p = await context.new_page()
-    errors: list[str] = []
-    p.on("pageerror", lambda e: errors.append(str(e)))
-    yield p
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    await p.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"))
-    await context.close()
-    assert not errors, errors
+    async with screenshotted_page(browser, request.node.name) as p:
+        yield p
 
 
 PIXEL_JS = """([x, y]) => {

@@ -6,48 +6,35 @@ shows. Screenshots land in artifacts/browser/."""
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
 from scripts.processes import free_port
 from tests.broker.viewer_support import launch
+from tests.browser.chromium import ARTIFACTS, CHROMIUM, chromium, screenshotted_page
 from tests.integration.conftest import UNIX_USER, unavailable, workspace
 from tests.integration.servers import Server
 from tests.integration.support import eventually
 
 pytestmark = [pytest.mark.real_guacd, pytest.mark.browser, pytest.mark.slow]
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "browser"
-CHROMIUM = shutil.which("chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
-
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
     if CHROMIUM is None:
         unavailable("chromium is not installed (scripts/install-system-deps.sh installs it)")
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    async with chromium() as b:
         yield b
-        await b.close()
 
 
 @pytest.fixture
 async def page(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterator[Page]:
-    context = await browser.new_context(viewport={"width": 1280, "height": 800})
-    p = await context.new_page()
-    errors: list[str] = []
-    p.on("pageerror", lambda e: errors.append(str(e)))
-    yield p
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    await p.screenshot(path=str(ARTIFACTS / f"real-guacd-{request.node.name}.png"))
-    await context.close()
-    assert not errors, errors
+    async with screenshotted_page(browser, f"real-guacd-{request.node.name}") as p:
+        yield p
 
 
 async def open_viewer_page(page: Page, api, token: str, workspace_id: str) -> str:
