@@ -32,12 +32,16 @@ relay: without it guacd 1.5.5 keeps the connection to the workspace open about
 
 A ``disconnect`` from guacd before its first ``sync`` is a failure to connect,
 not a normal end: guacd 1.5.5 says nothing else when it cannot reach a VNC or
-SSH server (and sometimes an RDP one). It is not forwarded (the browser would
-show "You disconnected"); the relay ends with UPSTREAM_NOT_FOUND and a message
-naming the workspace's address. guacd sends that ``disconnect`` only once the
-client writes, so until the first ``sync`` the relay writes ``nop`` to guacd
-when it has been silent for ``NUDGE_INTERVAL`` seconds (the browser's own
-keep-alive comes only every 5 s).
+SSH server, nor when a VNC server refuses the password; for RDP it says
+UPSTREAM_NOT_FOUND "Server refused connection" both for an unreachable server
+and for a refused NLA login. Neither is forwarded as it is (the browser would
+show "You disconnected", or guacd's vague text): the relay asks its
+``not_reached`` callback (`NotReached`) for the ending, which tells the two
+apart (the viewer probes the address: a server that accepts a TCP connection
+was reached and refused the login). guacd sends that ``disconnect`` only once
+the client writes, so until the first ``sync`` the relay writes ``nop`` to
+guacd when it has been silent for ``NUDGE_INTERVAL`` seconds (the browser's
+own keep-alive comes only every 5 s).
 """
 
 from __future__ import annotations
@@ -69,6 +73,18 @@ READ_SIZE = 65536
 MAX_BROWSER_MESSAGE = 8192 * 4 + 64  # guacd's 8192-character limit, in UTF-8 bytes
 WRITE_TIMEOUT = 15.0
 NUDGE_INTERVAL = 1.0
+
+# Given what guacd said when it failed before its first ``sync`` ("" for a bare
+# ``disconnect``; guacd's catch-all text is left out), the ending to show.
+NotReached = Callable[[str], Awaitable[Ending]]
+
+
+async def could_not_reach(said: str) -> Ending:
+    """The default `NotReached`: the address is not known here."""
+    message = "The remote desktop could not be reached, or it refused the connection"
+    return Ending(GuacamoleStatus.UPSTREAM_NOT_FOUND, f"{message}: {said}" if said else message)
+
+
 DISCONNECT = b"10.disconnect;"
 NOP = b"3.nop;"
 _BEFORE_SYNC = frozenset({"nop", "sync", "disconnect"})
@@ -123,8 +139,8 @@ class Relay:
     once, when guacd's first ``sync`` arrives (`synced`); ``before_close`` is
     awaited with the ending just before the browser is told. The caller owns
     ``ws`` (already prepared) and ``guacd`` and must call `run` once; `end`
-    may be called from anywhere. ``unreachable`` is the message shown when
-    guacd could not reach the workspace (it should name the address);
+    may be called from anywhere. ``not_reached`` gives the ending when guacd
+    failed before its first ``sync`` (it should name the address);
     ``nudge_interval`` is how long guacd may be silent before the first
     ``sync`` before the relay writes it a ``nop``.
     """
@@ -140,7 +156,7 @@ class Relay:
         allowed: frozenset[str] = BASE_OPCODES,
         on_first_sync: Callable[[], None] | None = None,
         before_close: Callable[[Ending], Awaitable[None]] | None = None,
-        unreachable: str = "The remote desktop could not be reached",
+        not_reached: NotReached = could_not_reach,
         nudge_interval: float = NUDGE_INTERVAL,
     ) -> None:
         self.ws = ws
@@ -151,7 +167,7 @@ class Relay:
         self._held_limit = held_limit
         self._held_mask: tuple[str, ...] | None = None
         self._allowed = allowed
-        self._unreachable = unreachable
+        self._not_reached = not_reached
         self._nudge_interval = nudge_interval
         self._streams: dict[str, str] = {}  # the browser's open streams: index -> opener
         self._on_input = on_input
@@ -256,25 +272,23 @@ class Relay:
         """guacd said ``disconnect`` before any ``sync``: pass what came before
         it, and end with the broker's own error instead of a normal end."""
         assert scanner.unsynced_disconnect is not None
-        before = frame[: scanner.unsynced_disconnect - (scanner.taken - len(frame))]
-        if before and (before.isascii() or _valid_utf8(before)):
-            await self.ws.send_frame(before, WSMsgType.TEXT)
-        return Ending(GuacamoleStatus.UPSTREAM_NOT_FOUND, self._unreachable)
+        await self._send_before(frame, scanner.unsynced_disconnect - (scanner.taken - len(frame)))
+        return await self._not_reached("")
 
     async def _refused_before_sync(self, scanner: BoundaryScanner, frame: bytes) -> Ending:
         """guacd's UPSTREAM_NOT_FOUND before any ``sync`` (RDP's "Server refused
-        connection"): pass what came before it, and end with the broker's words
-        naming the address, guacd's text after them (guacd 1.5.5 cannot tell an
-        unreachable server from a refused login here)."""
+        connection"): pass what came before it, and end with the broker's words,
+        guacd's text after them (guacd 1.5.5 cannot tell an unreachable server
+        from a refused login here)."""
         assert scanner.unsynced_error is not None and scanner.error is not None
-        before = frame[: scanner.unsynced_error - (scanner.taken - len(frame))]
+        await self._send_before(frame, scanner.unsynced_error - (scanner.taken - len(frame)))
+        said = scanner.error.message
+        return await self._not_reached("" if said in GUACD_SAYS_NOTHING else said)
+
+    async def _send_before(self, frame: bytes, cut: int) -> None:
+        before = frame[:cut]
         if before and (before.isascii() or _valid_utf8(before)):
             await self.ws.send_frame(before, WSMsgType.TEXT)
-        said = scanner.error.message
-        message = f"{self._unreachable}, or it refused the connection"
-        if said and said not in GUACD_SAYS_NOTHING:
-            message = f"{message}: {said}"
-        return Ending(GuacamoleStatus.UPSTREAM_NOT_FOUND, message)
 
     def _guacd_closed(self, scanner: BoundaryScanner) -> Ending:
         if scanner.error is not None:

@@ -34,13 +34,14 @@ from broker.web.guard import note_refusal
 from broker.web.http import bearer_token, broker_of, json_response, metrics_of
 from broker.web.metrics import Metrics
 from broker.web.origins import app_entry_url
-from broker.web.relay import Relay, TunnelSocket, close_websocket
+from broker.web.relay import NotReached, Relay, TunnelSocket, close_websocket
 from protocols.client_policy import allowed_opcodes
 from protocols.display import DisplaySettings
 from protocols.errors import GuacdError
 from protocols.status import Ending
 from protocols.status import GuacamoleStatus as S
 from tunnels.base import TunnelStatus
+from tunnels.probe import ProbeSettings, probe_tcp
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ async def _stream(
         allowed=allowed_opcodes(request.parameters),
         on_first_sync=lambda: broker.sessions.note_connected(session.id),
         before_close=lambda ending: _after_try(broker, session.id, relay, ending),
-        unreachable=f"The remote desktop at {_address(target)} could not be reached",
+        not_reached=_diagnose(target),
     )
     broker.streams.add(session.id, relay)
     await broker.sessions.touch_viewers([session.id])
@@ -240,6 +241,32 @@ def no_path(session: Session) -> Ending:
     if session.tunnel_status in (TunnelStatus.FAILED, TunnelStatus.REVOKED):
         return Ending(S.UPSTREAM_TIMEOUT, "The network path to this workspace failed")
     return Ending(S.UPSTREAM_TIMEOUT, "The network path to this workspace is still being prepared")
+
+
+# One quick TCP connect from here to the workspace, when guacd failed before
+# its first ``sync``: the broker's host has the same network path as guacd's.
+DIAGNOSIS_PROBE = ProbeSettings(attempts=1, interval=0, connect_timeout=2.0)
+
+
+def _diagnose(target: ConnectTarget) -> NotReached:
+    """Why guacd could not bring the desktop up: guacd 1.5.5 answers the same
+    (a bare ``disconnect`` for VNC, "Server refused connection" for RDP) when
+    the server is unreachable and when it refused the login. A server that
+    accepts a TCP connection now was reached: it refused the login (wrong
+    username or password, or an RDP security mode it does not offer)."""
+    address = _address(target)
+
+    async def diagnose(said: str) -> Ending:
+        probe = await probe_tcp(target.host, target.port, DIAGNOSIS_PROBE)
+        if probe.ok:
+            message = f"The remote desktop at {address} answered but refused the login"
+            return Ending(S.CLIENT_UNAUTHORIZED, f"{message}: {said}" if said else message)
+        why = f" ({probe.last_error})" if probe.last_error else ""
+        return Ending(
+            S.UPSTREAM_NOT_FOUND, f"The remote desktop at {address} could not be reached{why}"
+        )
+
+    return diagnose
 
 
 def _address(target: ConnectTarget) -> str:

@@ -62,6 +62,11 @@ class Relayed:
             frames.append(msg.data)
 
 
+async def not_reached(said: str) -> Ending:
+    """What the viewer's diagnosis would say of an address nothing listens on."""
+    return Ending(GuacamoleStatus.UPSTREAM_NOT_FOUND, UNREACHABLE)
+
+
 @pytest.fixture
 def relay_allowed() -> frozenset[str]:
     """What the relay lets the browser send; parametrize to change it."""
@@ -92,7 +97,7 @@ async def relayed(relay_allowed: frozenset[str], relay_nudge: float) -> AsyncIte
             ws,
             guacd,
             allowed=relay_allowed,
-            unreachable=UNREACHABLE,
+            not_reached=not_reached,
             nudge_interval=relay_nudge,
         )
         relays.put_nowait(relay)

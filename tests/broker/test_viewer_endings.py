@@ -5,6 +5,7 @@ a normal end."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
@@ -14,7 +15,7 @@ from broker.core.models import EndReason
 from broker.web.http import BROKER
 from protocols.simulated.guacd import Failure
 from tests.broker.apiclient import Api
-from tests.broker.viewer_support import finish, launch, open_tunnel, read_until
+from tests.broker.viewer_support import WORKSPACES, finish, launch, open_tunnel, read_until
 
 pytestmark = pytest.mark.db
 
@@ -77,3 +78,42 @@ async def test_an_unreachable_rdp_workspace_shows_the_error_before_the_close(api
     assert UNREACHABLE.search(errors[0]), errors[0]
     assert frames[-1] == errors[0]  # nothing after it, no disconnect
     assert (code, reason) == (1011, "519")
+
+
+@pytest.mark.parametrize("failure", ["disconnect", "refused"])
+async def test_a_server_that_answers_but_refuses_is_a_refused_login(
+    start_broker, make_settings, guacd, token, failure
+):
+    """guacd 1.5.5 says the same when a VNC server refuses the password as when
+    nothing listens (``disconnect``), and for RDP "Server refused connection"
+    for both: the broker tries the address itself, and a server that accepts
+    a connection refused the login. The viewer shows "The remote desktop
+    refused the username or password" (769 once the relay runs), not "could
+    not be reached"."""
+    server = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    workspaces = WORKSPACES + f"""
+[[workspaces]]
+id = "ws-listening"
+name = "A server that answers"
+type = "{"vnc" if failure == "disconnect" else "rdp"}"
+port = {port}
+"""
+    settings = make_settings(
+        workspaces=workspaces, env={"BROKER_GUACD_ENDPOINTS": f"127.0.0.1:{guacd.port}"}
+    )
+    api = Api(await start_broker(settings))
+    guacd.inject(Failure.UNREACHABLE)
+    try:
+        launched = await launch(api, token(), "ws-listening")
+        ws = await open_tunnel(api, launched["session_id"], launched["viewer_token"])
+        frames, code, reason = await finish(ws)
+    finally:
+        server.close()
+    errors = [f for f in frames if "5.error," in f]
+    assert len(errors) == 1 and errors[0].endswith("3.769;"), frames
+    assert f"The remote desktop at 127.0.0.1:{port} answered but refused the login" in errors[0]
+    assert (code, reason) == (1008, "769")
+    assert not any("10.disconnect;" in f for f in frames)
+    session = (await api.get(f"/api/sessions/{launched['session_id']}", token())).body
+    assert "refused the login" in session["last_connect_error"]

@@ -27,7 +27,7 @@ const FAILED = {
   517: "This session is busy. Try again in a moment.",
   518: "The remote desktop closed the connection.",
   519: "The remote desktop could not be reached, or it refused the connection.",
-  520: "The remote desktop service is unavailable. Try again in a moment.",
+  520: "The remote desktop ended the connection unexpectedly. Try again in a moment.",
   521: "This session is in use elsewhere.",
   768: "The browser sent a request the broker could not accept.",
   769: "This viewer link is not valid (or the session has ended). Open the session again from the portal.",
