@@ -39,6 +39,7 @@ from protocols.status import GuacamoleStatus
 MAX_INSTRUCTION_LENGTH = 8192
 MAX_ELEMENTS = 128
 MAX_LENGTH_DIGITS = 5
+MAX_JOIN_REPAIRS = 4  # `BoundaryScanner(repair_joins=True)`: tails skipped before the first sync
 
 _CONTINUATION_BYTES = bytes(range(0x80, 0xC0))
 _COMMA, _SEMICOLON = 0x2C, 0x3B
@@ -206,6 +207,18 @@ class BoundaryScanner:
     be resynchronised, and later calls raise it again.
 
     The caller must ``take`` what it is given: held bytes grow until it does.
+
+    ``repair_joins``: until the first ``sync``, a malformed length prefix where
+    an instruction should start is skipped through the next ``;`` instead of
+    failing (at most ``MAX_JOIN_REPAIRS`` times; counted in ``repairs``, the
+    bytes in ``repaired_bytes``). guacd 1.5.5 writes each instruction to its
+    users element by element, choosing the users at every write
+    (``socket-broadcast.c``), and promotes a joining user between those writes
+    (``guac_client_promote_pending_users``), so the user sometimes receives
+    the tail of an instruction whose head went only to the others: seen about
+    once in 25 SSH connects, at the owner's promotion ~250 ms after ``ready``.
+    That tail is the only thing dropped; the stream offsets above count the
+    repaired stream.
     """
 
     __slots__ = (
@@ -228,9 +241,12 @@ class BoundaryScanner:
         "error",
         "unsynced_disconnect",
         "unsynced_error",
+        "repairs",
+        "repaired_bytes",
+        "_repair",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, *, repair_joins: bool = False) -> None:
         self._buf = bytearray()
         self._base = 0  # stream offset of _buf[0]
         self._pos = 0  # next byte of _buf to examine
@@ -250,6 +266,9 @@ class BoundaryScanner:
         self.error: ErrorReport | None = None
         self.unsynced_disconnect: int | None = None
         self.unsynced_error: int | None = None
+        self.repairs = 0
+        self.repaired_bytes = 0
+        self._repair = repair_joins
 
     @property
     def taken(self) -> int:
@@ -334,12 +353,24 @@ class BoundaryScanner:
             while pos < size:
                 if not in_content:
                     dot = buf.find(b".", pos, pos + MAX_LENGTH_DIGITS + 1)
-                    if dot < 0:
+                    digits = buf[pos:dot] if dot >= 0 else buf[pos : pos + MAX_LENGTH_DIGITS + 1]
+                    if not digits.isdigit():
+                        if elements or not self._repairable():
+                            raise InstructionError("malformed length prefix")
+                        cut = buf.find(b";", pos)
+                        if cut < 0:  # the tail's end is still to come
+                            if size - pos > MAX_INSTRUCTION_LENGTH:
+                                raise InstructionError("malformed length prefix")
+                            break
+                        del buf[pos : cut + 1]
+                        size = len(buf)
+                        ascii_from = max(pos, ascii_from - (cut + 1 - pos))
+                        self.repairs += 1
+                        self.repaired_bytes += cut + 1 - pos
+                        continue
+                    if dot < 0:  # digits so far: a prefix still arriving, or too long
                         _check_partial_prefix(buf, pos, size)
                         break
-                    digits = buf[pos:dot]
-                    if not digits.isdigit():
-                        raise InstructionError("malformed length prefix")
                     remaining = int(digits)
                     elements += 1
                     chars += dot - pos + remaining + 2
@@ -391,6 +422,10 @@ class BoundaryScanner:
             self._pos, self._in_content, self._remaining = pos, in_content, remaining
             self._elements, self._chars = elements, chars
             self._opcode_start, self._opcode_end = opcode_start, opcode_end
+            self._ascii_from = ascii_from
+
+    def _repairable(self) -> bool:
+        return self._repair and not self.syncs and self.repairs < MAX_JOIN_REPAIRS
 
     def _note_error(self, raw: bytes) -> None:
         if self.error is None:

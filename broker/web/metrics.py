@@ -118,6 +118,8 @@ class Metrics:
         self.relay.inc(stats.frames_to_browser, what="frames_to_browser")
         self.relay.inc(stats.messages_from_browser, what="messages_from_browser")
         self.relay.inc(1, what="streams")
+        if stats.join_repairs:
+            self.relay.inc(stats.join_repairs, what="guacd_join_repairs")
 
     def render(self) -> Iterable[str]:
         for metric in (

@@ -18,6 +18,10 @@ is held until guacd's first ``sync`` (guacd 1.5.5's VNC plugin crashes on a
 ``mouse`` before the connection is up); held mouse moves are coalesced. The
 answers to guacd's ``required`` prompt (``argv`` streams) pass at once.
 
+Before the first ``sync`` the scanner also skips the tail of an instruction
+whose head guacd 1.5.5 sent to no one (its race when a user joins; see
+`BoundaryScanner`): logged and counted (``guacd_join_repairs``), not fatal.
+
 Backpressure: a slow browser makes ``send_frame`` wait on the socket, so the
 relay stops reading guacd and TCP slows guacd down; nothing grows unbounded.
 A slow guacd does the same to the browser through ``drain``.
@@ -95,6 +99,7 @@ class RelayStats:
     bytes_to_browser: int = 0
     frames_to_browser: int = 0
     messages_from_browser: int = 0
+    join_repairs: int = 0  # guacd's partial instructions skipped (`BoundaryScanner`)
 
 
 def error_instruction(message: str, status: GuacamoleStatus) -> str:
@@ -228,7 +233,7 @@ class Relay:
     # -- guacd -> browser (the hot path) --------------------------------------
 
     async def _guacd_to_browser(self) -> Ending:
-        scanner = BoundaryScanner()
+        scanner = BoundaryScanner(repair_joins=True)
         reader = self.guacd.reader
         send = self.ws.send_frame
         stats = self.stats
@@ -243,6 +248,8 @@ class Relay:
                 ready = scanner.feed(data)
             except InstructionError:
                 return Ending(GuacamoleStatus.UPSTREAM_ERROR, "guacd sent malformed data")
+            if scanner.repairs > self.stats.join_repairs:
+                self._repaired(scanner)
             if ready:
                 frame = scanner.take()
                 if scanner.unsynced_disconnect is not None:
@@ -258,6 +265,16 @@ class Relay:
                     await self._release_input()
                 if scanner.error is not None:
                     return Ending(scanner.error.status)
+
+    def _repaired(self, scanner: BoundaryScanner) -> None:
+        """guacd sent the tail of an instruction as the viewer joined (its
+        1.5.5 race, see `BoundaryScanner`): skipped, not fatal."""
+        self.stats.join_repairs = scanner.repairs
+        log.info(
+            "guacd %s sent a partial instruction while the viewer joined; skipped %d bytes",
+            self.guacd.endpoint,
+            scanner.repaired_bytes,
+        )
 
     async def _read_before_sync(self, reader: asyncio.StreamReader) -> bytes:
         """Read, writing ``nop`` to guacd whenever it is silent for the nudge

@@ -369,3 +369,21 @@ async def test_the_browser_cannot_open_streams_without_bound(relayed: Relayed) -
     assert await relayed.from_guacd(len(expected)) == expected
     await relayed.browser.send_str(i("argv", "64", "text/plain", "username"))
     await assert_refused(relayed)
+
+
+async def test_a_partial_instruction_as_the_viewer_joins_is_skipped(relayed: Relayed) -> None:
+    """guacd 1.5.5 may send a joining user the tail of an instruction whose
+    head went to no one (its broadcast socket picks the users at every write):
+    before the first ``sync`` the relay drops that tail and goes on, where it
+    used to end the connection with "guacd sent malformed data" (515)."""
+    before = "4.size,1.3,2.16,3.768;"
+    after = "5.cfill,2.14,1.1,1.0,1.0,1.0,3.255;" + SYNC
+    await relayed.to_browser(before + "304,2.40,3.456;" + after)
+    received = ""
+    while "4.sync," not in received:
+        received += await relayed.browser_reads()
+    assert received == before + after
+    assert relayed.relay.stats.join_repairs == 1
+    key = "3.key,5.65307,1.1;"
+    await relayed.browser.send_str(key)  # the viewer goes on: input reaches guacd
+    assert await relayed.from_guacd(len(key)) == key

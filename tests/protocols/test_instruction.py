@@ -205,3 +205,56 @@ def test_scanner_notes_where_a_disconnect_before_any_sync_starts() -> None:
 def test_error_report_tolerates_a_missing_code() -> None:
     report = ErrorReport.from_instruction(Instruction("error", ("boom",)))
     assert report.status is GuacamoleStatus.SERVER_ERROR
+
+
+# -- guacd 1.5.5's join race: the tail of an instruction before the first sync --
+
+# What a relay read from real guacd 1.5.5 (SSH, OpenSSH) when the owner was
+# promoted mid-instruction: the terminal's drawing, then the tail of a `rect`
+# whose head went to no one, then more drawing and the first sync.
+BEFORE = b"4.size,1.3,2.16,3.768;5.cfill,2.14,1.1,1.0,1.0,1.0,3.255;"
+TAIL = b"304,2.40,3.456;"
+AFTER = b"5.cfill,2.14,1.1,1.0,1.0,1.0,3.255;4.sync,6.781302;4.rect,1.1,1.0,1.0,1.1,1.1;"
+
+
+def _scan_in_pieces(scanner: BoundaryScanner, data: bytes, cut: int) -> bytes:
+    out = b""
+    for piece in (data[:cut], data[cut:]):
+        scanner.feed(piece)
+        out += scanner.take()
+    return out
+
+
+@pytest.mark.parametrize("cut", range(len(BEFORE + TAIL + AFTER) + 1))
+def test_a_tail_before_the_first_sync_is_skipped_when_repairing(cut: int) -> None:
+    scanner = BoundaryScanner(repair_joins=True)
+    out = _scan_in_pieces(scanner, BEFORE + TAIL + AFTER, cut)
+    assert out == BEFORE + AFTER
+    assert (scanner.repairs, scanner.repaired_bytes) == (1, len(TAIL))
+    assert scanner.syncs == 1 and scanner.at_boundary
+
+
+def test_a_tail_is_still_malformed_without_repair() -> None:
+    with pytest.raises(InstructionError, match="length prefix"):
+        BoundaryScanner().feed(BEFORE + TAIL)
+
+
+def test_after_the_first_sync_a_tail_is_final() -> None:
+    scanner = BoundaryScanner(repair_joins=True)
+    scanner.feed(b"4.sync,1.1;")
+    with pytest.raises(InstructionError):
+        scanner.feed(TAIL)
+
+
+def test_repairs_are_bounded() -> None:
+    scanner = BoundaryScanner(repair_joins=True)
+    with pytest.raises(InstructionError):
+        scanner.feed(BEFORE + TAIL * 5)
+    assert scanner.repairs == 4
+
+
+def test_a_tail_that_never_ends_is_malformed() -> None:
+    scanner = BoundaryScanner(repair_joins=True)
+    scanner.feed(b"AAAA" * 1000)  # no ';' yet: the tail may still end
+    with pytest.raises(InstructionError):
+        scanner.feed(b"AAAA" * 2000)
