@@ -196,10 +196,11 @@ class BoundaryScanner:
     ``syncs`` (how many ``sync`` instructions went by; the relay holds browser
     input until the first), ``error`` (the first ``error`` instruction seen,
     as an `ErrorReport`), ``instructions`` (count of whole instructions),
-    ``unsynced_disconnect`` (the stream offset where a ``disconnect`` that came
-    before any ``sync`` starts: guacd's way of saying it could not connect),
-    ``unsynced_error`` (the stream offset where the first ``error`` starts, when
-    it came before any ``sync``),
+    ``disconnect_at`` (the stream offset where guacd's first ``disconnect``
+    starts), ``unsynced_disconnect`` (the same, when that ``disconnect`` came
+    before any ``sync``: guacd's way of saying it could not connect),
+    ``error_at`` (the stream offset where the first ``error`` starts),
+    ``unsynced_error`` (the same, when it came before any ``sync``),
     ``taken`` (bytes taken so far, the stream offset of what is held).
 
     The scanner checks framing and limits but not UTF-8 validity: the caller
@@ -240,6 +241,8 @@ class BoundaryScanner:
         "instructions",
         "error",
         "unsynced_disconnect",
+        "disconnect_at",
+        "error_at",
         "unsynced_error",
         "repairs",
         "repaired_bytes",
@@ -265,6 +268,8 @@ class BoundaryScanner:
         self.instructions = 0
         self.error: ErrorReport | None = None
         self.unsynced_disconnect: int | None = None
+        self.disconnect_at: int | None = None
+        self.error_at: int | None = None
         self.unsynced_error: int | None = None
         self.repairs = 0
         self.repaired_bytes = 0
@@ -407,16 +412,19 @@ class BoundaryScanner:
                 if opcode_length == 4 and buf.startswith(b"sync", opcode_start):
                     self.syncs += 1
                 elif opcode_length == 5 and buf.startswith(b"error", opcode_start):
-                    if self.error is None and not self.syncs:
-                        self.unsynced_error = self._base + inst_start
+                    if self.error is None:
+                        self.error_at = self._base + inst_start
+                        if not self.syncs:
+                            self.unsynced_error = self.error_at
                     self._note_error(bytes(buf[inst_start:pos]))
                 elif (
                     opcode_length == 10
-                    and not self.syncs
-                    and self.unsynced_disconnect is None
+                    and self.disconnect_at is None
                     and buf.startswith(b"disconnect", opcode_start)
                 ):
-                    self.unsynced_disconnect = self._base + inst_start
+                    self.disconnect_at = self._base + inst_start
+                    if not self.syncs:
+                        self.unsynced_disconnect = self.disconnect_at
                 inst_start = pos
         finally:
             self._pos, self._in_content, self._remaining = pos, in_content, remaining

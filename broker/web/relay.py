@@ -40,9 +40,12 @@ SSH server, nor when a VNC server refuses the password; for RDP it says
 UPSTREAM_NOT_FOUND "Server refused connection" both for an unreachable server
 and for a refused NLA login. Neither is forwarded as it is (the browser would
 show "You disconnected", or guacd's vague text): the relay asks its
-``not_reached`` callback (`NotReached`) for the ending, which tells the two
-apart (the viewer probes the address: a server that accepts a TCP connection
-was reached and refused the login). guacd sends that ``disconnect`` only once
+`Diagnosis` for the ending, which tells the two apart (the viewer's probes
+the address: a server that accepts a TCP connection was reached and refused
+the login). A ``disconnect`` after the first ``sync`` that the viewer did
+not ask for is asked about too: when the server cannot be reached any more
+(the connection was lost, or an SSH login prompt could not connect), the
+viewer gets that error instead of a normal end. guacd sends that ``disconnect`` only once
 the client writes, so until the first ``sync`` the relay writes ``nop`` to
 guacd when it has been silent for ``NUDGE_INTERVAL`` seconds (the browser's
 own keep-alive comes only every 5 s).
@@ -56,7 +59,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -78,15 +81,32 @@ MAX_BROWSER_MESSAGE = 8192 * 4 + 64  # guacd's 8192-character limit, in UTF-8 by
 WRITE_TIMEOUT = 15.0
 NUDGE_INTERVAL = 1.0
 
-# Given what guacd said when it failed before its first ``sync`` ("" for a bare
-# ``disconnect``; guacd's catch-all text is left out), the ending to show.
-NotReached = Callable[[str], Awaitable[Ending]]
+
+class Diagnosis(Protocol):
+    """What the relay asks when guacd gives up on the workspace: guacd 1.5.5
+    says the same (a bare ``disconnect``, or RDP's "Server refused
+    connection") whether the server is unreachable or refused the login."""
+
+    async def not_reached(self, said: str) -> Ending:
+        """The ending when guacd failed before its first ``sync``; ``said`` is
+        guacd's own text ("" for a bare ``disconnect``; its catch-all left out)."""
+
+    async def gone(self) -> Ending | None:
+        """After the first ``sync``, guacd said ``disconnect`` without the
+        viewer asking: the ending when the server cannot be reached now (the
+        connection was lost, or an SSH login prompt could not connect), None
+        when it can (a normal end: logged off, ``exit``)."""
 
 
-async def could_not_reach(said: str) -> Ending:
-    """The default `NotReached`: the address is not known here."""
-    message = "The remote desktop could not be reached, or it refused the connection"
-    return Ending(GuacamoleStatus.UPSTREAM_NOT_FOUND, f"{message}: {said}" if said else message)
+class Undiagnosed:
+    """The default `Diagnosis`, where the address is not known."""
+
+    async def not_reached(self, said: str) -> Ending:
+        message = "The remote desktop could not be reached, or it refused the connection"
+        return Ending(GuacamoleStatus.UPSTREAM_NOT_FOUND, f"{message}: {said}" if said else message)
+
+    async def gone(self) -> Ending | None:
+        return None
 
 
 DISCONNECT = b"10.disconnect;"
@@ -144,8 +164,8 @@ class Relay:
     once, when guacd's first ``sync`` arrives (`synced`); ``before_close`` is
     awaited with the ending just before the browser is told. The caller owns
     ``ws`` (already prepared) and ``guacd`` and must call `run` once; `end`
-    may be called from anywhere. ``not_reached`` gives the ending when guacd
-    failed before its first ``sync`` (it should name the address);
+    may be called from anywhere. ``diagnosis`` tells why guacd gave up on the
+    workspace (`Diagnosis`; it should name the address);
     ``nudge_interval`` is how long guacd may be silent before the first
     ``sync`` before the relay writes it a ``nop``.
     """
@@ -161,7 +181,7 @@ class Relay:
         allowed: frozenset[str] = BASE_OPCODES,
         on_first_sync: Callable[[], None] | None = None,
         before_close: Callable[[Ending], Awaitable[None]] | None = None,
-        not_reached: NotReached = could_not_reach,
+        diagnosis: Diagnosis | None = None,
         nudge_interval: float = NUDGE_INTERVAL,
     ) -> None:
         self.ws = ws
@@ -172,7 +192,8 @@ class Relay:
         self._held_limit = held_limit
         self._held_mask: tuple[str, ...] | None = None
         self._allowed = allowed
-        self._not_reached = not_reached
+        self._diagnosis = diagnosis or Undiagnosed()
+        self._leaving = False  # the viewer sent ``disconnect``
         self._nudge_interval = nudge_interval
         self._streams: dict[str, str] = {}  # the browser's open streams: index -> opener
         self._on_input = on_input
@@ -254,8 +275,13 @@ class Relay:
                 frame = scanner.take()
                 if scanner.unsynced_disconnect is not None:
                     return await self._unreachable_workspace(scanner, frame)
-                if scanner.unsynced_error is not None and _not_reached(scanner):
-                    return await self._refused_before_sync(scanner, frame)
+                if scanner.error_at is not None and _not_reached(scanner):
+                    return await self._upstream_not_found(scanner, frame)
+                if scanner.disconnect_at is not None and not self._leaving:
+                    self._leaving = True  # asked once: later frames pass
+                    frame, ending = await self._remote_disconnect(scanner, frame)
+                    if ending is not None:
+                        return ending
                 if not frame.isascii() and not _valid_utf8(frame):
                     return Ending(GuacamoleStatus.UPSTREAM_ERROR, "guacd sent invalid UTF-8")
                 stats.bytes_to_browser += len(frame)
@@ -290,17 +316,32 @@ class Relay:
         it, and end with the broker's own error instead of a normal end."""
         assert scanner.unsynced_disconnect is not None
         await self._send_before(frame, scanner.unsynced_disconnect - (scanner.taken - len(frame)))
-        return await self._not_reached("")
+        return await self._diagnosis.not_reached("")
 
-    async def _refused_before_sync(self, scanner: BoundaryScanner, frame: bytes) -> Ending:
-        """guacd's UPSTREAM_NOT_FOUND before any ``sync`` (RDP's "Server refused
-        connection"): pass what came before it, and end with the broker's words,
-        guacd's text after them (guacd 1.5.5 cannot tell an unreachable server
-        from a refused login here)."""
-        assert scanner.unsynced_error is not None and scanner.error is not None
-        await self._send_before(frame, scanner.unsynced_error - (scanner.taken - len(frame)))
+    async def _remote_disconnect(
+        self, scanner: BoundaryScanner, frame: bytes
+    ) -> tuple[bytes, Ending | None]:
+        """guacd said ``disconnect`` after the first ``sync``, the viewer did not
+        ask: pass what came before it; if the server cannot be reached now, end
+        with that error instead (the ``disconnect`` would read as a normal
+        end), else return the rest of the frame to pass on."""
+        assert scanner.disconnect_at is not None
+        cut = scanner.disconnect_at - (scanner.taken - len(frame))
+        if cut > 0:
+            await self._send_before(frame, cut)
+        ending = await self._diagnosis.gone()
+        return frame[max(cut, 0) :], ending
+
+    async def _upstream_not_found(self, scanner: BoundaryScanner, frame: bytes) -> Ending:
+        """guacd's UPSTREAM_NOT_FOUND (RDP's "Server refused connection" before
+        the first ``sync``; SSH's "Aborted. See logs." once its login prompt
+        could not connect): pass what came before it, and end with the
+        broker's words naming the address, guacd's text after them (guacd
+        1.5.5 cannot tell an unreachable server from a refused login here)."""
+        assert scanner.error_at is not None and scanner.error is not None
+        await self._send_before(frame, scanner.error_at - (scanner.taken - len(frame)))
         said = scanner.error.message
-        return await self._not_reached("" if said in GUACD_SAYS_NOTHING else said)
+        return await self._diagnosis.not_reached("" if said in GUACD_SAYS_NOTHING else said)
 
     async def _send_before(self, frame: bytes, cut: int) -> None:
         before = frame[:cut]
@@ -352,6 +393,8 @@ class Relay:
             early = opcode in _BEFORE_SYNC  # keep-alives and leaving
         if opcode in ("mouse", "key"):
             self._touch()
+        elif opcode == "disconnect":
+            self._leaving = True  # guacd's own ``disconnect`` answers it
         data = text.encode()
         if self._held is not None and not early:
             self._hold(instruction, data)

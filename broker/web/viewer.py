@@ -34,7 +34,7 @@ from broker.web.guard import note_refusal
 from broker.web.http import bearer_token, broker_of, json_response, metrics_of
 from broker.web.metrics import Metrics
 from broker.web.origins import app_entry_url
-from broker.web.relay import NotReached, Relay, TunnelSocket, close_websocket
+from broker.web.relay import Relay, TunnelSocket, close_websocket
 from protocols.client_policy import allowed_opcodes
 from protocols.display import DisplaySettings
 from protocols.errors import GuacdError
@@ -181,7 +181,7 @@ async def _stream(
         allowed=allowed_opcodes(request.parameters),
         on_first_sync=lambda: broker.sessions.note_connected(session.id),
         before_close=lambda ending: _after_try(broker, session.id, relay, ending),
-        not_reached=_diagnose(target),
+        diagnosis=TargetDiagnosis(target),
     )
     broker.streams.add(session.id, relay)
     await broker.sessions.touch_viewers([session.id])
@@ -248,25 +248,40 @@ def no_path(session: Session) -> Ending:
 DIAGNOSIS_PROBE = ProbeSettings(attempts=1, interval=0, connect_timeout=2.0)
 
 
-def _diagnose(target: ConnectTarget) -> NotReached:
-    """Why guacd could not bring the desktop up: guacd 1.5.5 answers the same
-    (a bare ``disconnect`` for VNC, "Server refused connection" for RDP) when
-    the server is unreachable and when it refused the login. A server that
-    accepts a TCP connection now was reached: it refused the login (wrong
-    username or password, or an RDP security mode it does not offer)."""
-    address = _address(target)
+class TargetDiagnosis:
+    """A `broker.web.relay.Diagnosis` that tries the workspace's address from
+    here: guacd 1.5.5 answers the same when the server is unreachable and when
+    it refused the login (a bare ``disconnect`` for VNC, "Server refused
+    connection" for RDP). A server that accepts a TCP connection now was
+    reached: it refused the login (wrong username or password, or an RDP
+    security mode it does not offer)."""
 
-    async def diagnose(said: str) -> Ending:
-        probe = await probe_tcp(target.host, target.port, DIAGNOSIS_PROBE)
-        if probe.ok:
-            message = f"The remote desktop at {address} answered but refused the login"
+    def __init__(self, target: ConnectTarget) -> None:
+        self._target = target
+        self._address = _address(target)
+
+    async def _unreachable(self) -> str | None:
+        """Why the address cannot be reached now, or None when it can."""
+        probe = await probe_tcp(self._target.host, self._target.port, DIAGNOSIS_PROBE)
+        return None if probe.ok else probe.last_error or "no connection"
+
+    async def not_reached(self, said: str) -> Ending:
+        why = await self._unreachable()
+        if why is None:
+            message = f"The remote desktop at {self._address} answered but refused the login"
             return Ending(S.CLIENT_UNAUTHORIZED, f"{message}: {said}" if said else message)
-        why = f" ({probe.last_error})" if probe.last_error else ""
         return Ending(
-            S.UPSTREAM_NOT_FOUND, f"The remote desktop at {address} could not be reached{why}"
+            S.UPSTREAM_NOT_FOUND,
+            f"The remote desktop at {self._address} could not be reached ({why})",
         )
 
-    return diagnose
+    async def gone(self) -> Ending | None:
+        why = await self._unreachable()
+        if why is None:
+            return None
+        return Ending(
+            S.UPSTREAM_NOT_FOUND, f"The remote desktop at {self._address} cannot be reached ({why})"
+        )
 
 
 def _address(target: ConnectTarget) -> str:

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from broker.core.events import SessionEnded
 from broker.core.streams import OpenStreams
 from broker.web.apps import ProxiedStream
-from broker.web.relay import Relay
+from broker.web.relay import Diagnosis, Relay
 from protocols.client_policy import BASE_OPCODES, MAX_CLIENT_STREAMS, allowed_opcodes
 from protocols.guacd import GuacdConnection, GuacdEndpoint
 from protocols.instruction import Instruction
@@ -62,15 +62,35 @@ class Relayed:
             frames.append(msg.data)
 
 
-async def not_reached(said: str) -> Ending:
-    """What the viewer's diagnosis would say of an address nothing listens on."""
-    return Ending(GuacamoleStatus.UPSTREAM_NOT_FOUND, UNREACHABLE)
+LOST = "The remote desktop at 192.0.2.7:5900 cannot be reached"
+
+
+class Diagnosed:
+    """What the viewer's diagnosis says: nothing listened when guacd failed
+    to connect; later, whether the server still answers."""
+
+    def __init__(self, *, gone: bool = False) -> None:
+        self._gone = gone
+        self.asked = 0
+
+    async def not_reached(self, said: str) -> Ending:
+        return Ending(GuacamoleStatus.UPSTREAM_NOT_FOUND, UNREACHABLE)
+
+    async def gone(self) -> Ending | None:
+        self.asked += 1
+        return Ending(GuacamoleStatus.UPSTREAM_NOT_FOUND, LOST) if self._gone else None
 
 
 @pytest.fixture
 def relay_allowed() -> frozenset[str]:
     """What the relay lets the browser send; parametrize to change it."""
     return BASE_OPCODES
+
+
+@pytest.fixture
+def relay_diagnosis() -> Diagnosis:
+    """Why guacd gave up; parametrize to change it."""
+    return Diagnosed()
 
 
 @pytest.fixture
@@ -81,7 +101,9 @@ def relay_nudge() -> float:
 
 
 @pytest.fixture
-async def relayed(relay_allowed: frozenset[str], relay_nudge: float) -> AsyncIterator[Relayed]:
+async def relayed(
+    relay_allowed: frozenset[str], relay_nudge: float, relay_diagnosis: Diagnosis
+) -> AsyncIterator[Relayed]:
     broker_end, guacd_end = socket.socketpair()
     relays: asyncio.Queue[Relay] = asyncio.Queue()
     result: asyncio.Future[Ending] = asyncio.get_running_loop().create_future()
@@ -97,7 +119,7 @@ async def relayed(relay_allowed: frozenset[str], relay_nudge: float) -> AsyncIte
             ws,
             guacd,
             allowed=relay_allowed,
-            not_reached=not_reached,
+            diagnosis=relay_diagnosis,
             nudge_interval=relay_nudge,
         )
         relays.put_nowait(relay)
@@ -387,3 +409,50 @@ async def test_a_partial_instruction_as_the_viewer_joins_is_skipped(relayed: Rel
     key = "3.key,5.65307,1.1;"
     await relayed.browser.send_str(key)  # the viewer goes on: input reaches guacd
     assert await relayed.from_guacd(len(key)) == key
+
+
+@pytest.mark.parametrize("relay_diagnosis", [Diagnosed(gone=True)])
+async def test_a_disconnect_from_a_server_now_unreachable_is_an_error(relayed: Relayed) -> None:
+    """After the first ``sync``, guacd's ``disconnect`` that the viewer did not
+    ask for, when the server cannot be reached now (the connection was lost,
+    or SSH's login prompt could not connect): the viewer gets that error, not
+    the ``disconnect`` that reads as a normal end."""
+    await relayed.to_browser(SYNC)
+    assert await relayed.browser_reads() == SYNC
+    await relayed.to_browser("4.rect,1.0,1.0,1.0,1.1,1.1;10.disconnect;")
+    frames, code, reason = await relayed.browser_close()
+    assert frames == ["4.rect,1.0,1.0,1.0,1.1,1.1;", error(LOST, 519)]
+    assert (code, reason) == (1011, "519")
+
+
+async def test_a_disconnect_from_a_server_still_answering_is_a_normal_end(
+    relayed: Relayed, relay_diagnosis: Diagnosed
+) -> None:
+    await relayed.to_browser(SYNC)
+    assert await relayed.browser_reads() == SYNC
+    await relayed.to_browser("10.disconnect;")
+    assert await relayed.browser_reads() == "10.disconnect;"
+    assert relay_diagnosis.asked == 1
+
+
+async def test_the_viewers_own_disconnect_is_not_diagnosed(
+    relayed: Relayed, relay_diagnosis: Diagnosed
+) -> None:
+    await relayed.to_browser(SYNC)
+    assert await relayed.browser_reads() == SYNC
+    await relayed.browser.send_str("10.disconnect;")
+    assert await relayed.from_guacd(len("10.disconnect;")) == "10.disconnect;"
+    await relayed.to_browser("10.disconnect;")
+    assert await relayed.browser_reads() == "10.disconnect;"
+    assert relay_diagnosis.asked == 0
+
+
+async def test_upstream_not_found_after_the_first_sync_names_the_address(relayed: Relayed) -> None:
+    """guacd's SSH login prompt draws (a ``sync``) before it connects; when it
+    cannot, it says 519 "Aborted. See logs.": the broker's words instead."""
+    await relayed.to_browser(SYNC)
+    assert await relayed.browser_reads() == SYNC
+    await relayed.to_browser("4.rect,1.0,1.0,1.0,1.1,1.1;" + error("Aborted. See logs.", 519))
+    frames, code, reason = await relayed.browser_close()
+    assert frames == ["4.rect,1.0,1.0,1.0,1.1,1.1;", error(UNREACHABLE, 519)]
+    assert (code, reason) == (1011, "519")

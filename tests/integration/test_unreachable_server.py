@@ -18,6 +18,7 @@ from tests.integration.support import launch_viewer
 pytestmark = pytest.mark.real_guacd
 
 LIMIT = 10.0
+RETURN = 0xFF0D  # X keysym
 
 
 def closed_port_server(username: str = "") -> Server:
@@ -59,6 +60,30 @@ async def test_unreachable_rdp_server_gives_one_519(real_broker, password_file, 
         errors = [i for i in viewer.received if i.opcode == "error"]
         assert [e.args[1] for e in errors] == ["519"], viewer.tail()
         assert viewer.close_reason == "519"
+        assert "disconnect" not in viewer.opcodes(), viewer.tail()
+    finally:
+        await viewer.close()
+
+
+async def test_ssh_login_prompt_to_an_unreachable_server_is_an_error(
+    real_broker, password_file, token
+):
+    """Without a stored username guacd 1.5.5 draws its own "Login as:" prompt
+    (and a ``sync``) before it connects; when it then cannot reach the server
+    it says only 519 "Aborted. See logs.". The broker finds the address
+    unreachable and ends with 519 naming it."""
+    server = closed_port_server()
+    api = await real_broker(workspace("ws", "ssh", server, password_file=password_file("s1")))
+    viewer, _ = await launch_viewer(api, token(), "ws")
+    try:
+        await viewer.first_frame()  # the prompt
+        await viewer.type_text(UNIX_USER)
+        await viewer.key(RETURN)
+        await asyncio.wait_for(viewer.closed.wait(), LIMIT)
+        assert viewer.close_reason == "519", (viewer.close_reason, viewer.tail())
+        last = viewer.received[-1]
+        assert last.opcode == "error", viewer.tail()
+        assert f"127.0.0.1:{server.port} could not be reached" in last.args[0], last.args
         assert "disconnect" not in viewer.opcodes(), viewer.tail()
     finally:
         await viewer.close()
