@@ -196,12 +196,14 @@ class Pruner:
     async def _prune_credentials(self, cutoff: datetime, counts: _Counts) -> None:
         """Viewer tokens and app cookies of sessions that ended before ``cutoff``."""
         for model in (ViewerToken, AppCookie):
-            # Driven from the credentials (a day of launches at most, once
-            # pruned), each joined to its session by primary key.
+            # Driven from the credentials (about a day of launches once pruned),
+            # each looking up its session by primary key: a correlated scalar
+            # subquery, which PostgreSQL never turns into a join that would
+            # scan the whole session history.
+            ended = select(Session.ended_at).where(Session.id == model.session_id)
             batch = (
                 select(model.token_hash)
-                .join(Session, Session.id == model.session_id)
-                .where(Session.ended_at < cutoff)
+                .where(ended.scalar_subquery() < cutoff)
                 .limit(self._settings.batch_size)
             )
             stmt = delete(model).where(model.token_hash.in_(batch.scalar_subquery()))
