@@ -21,8 +21,10 @@ Each run (`Pruner.run_once`, every ``retention.interval_seconds``):
 Recordings are not stored by the broker yet: their setting is checked at
 startup and nothing is pruned for it.
 
-Rows are found through indexes on their time columns (``sessions.ended_at``,
-``audit_events.at``) and deleted by primary key, ``batch_size`` at a time,
+Sessions and audit entries are found through indexes on their time columns
+(``sessions.ended_at``, ``audit_events.at``); viewer credentials by a pass
+over their own table (about a day of launches once pruned), each checked
+against its session by primary key. Rows go by primary key, ``batch_size`` at a time,
 each batch its own short transaction with a pause after it, so no lock is
 held for long and launches go on meanwhile (on SQLite they queue for a
 moment on the busy timeout).
