@@ -1,4 +1,4 @@
-"""Command line: ``broker serve | migrate | token``."""
+"""Command line: ``broker serve | migrate | token | netbird | audit``."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 from aiohttp import web
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from broker.config import Settings, load_settings
 from broker.core.auth import mint_dev_token
+from broker.core.db import DbSession
 from broker.core.errors import ConfigError
 from broker.web.logs import AccessLogger, setup_logging
 
@@ -67,7 +70,50 @@ def _parser() -> argparse.ArgumentParser:
         help="the peer is removed about 10 minutes after it goes offline",
     )
     enrol.add_argument("--expires-in", type=int, default=86400, help="key lifetime in seconds")
+    _audit_parser(sub)
     return p
+
+
+def _audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    aud = sub.add_parser("audit", help="archive the audit log, check pruning checkpoints")
+    aud_sub = aud.add_subparsers(dest="audit_command", required=True)
+    exp = aud_sub.add_parser(
+        "export",
+        help="write audit entries as JSON Lines (one entry a line, in id order)",
+        description="Write the audit entries written from --since (inclusive) until "
+        "--until (exclusive) as JSON Lines; its SHA-256 is what a pruning checkpoint "
+        "of the same entries holds. Dates are YYYY-MM-DD (midnight UTC) or ISO 8601 "
+        "times (UTC unless they name a zone).",
+    )
+    _config_arg(exp)
+    exp.add_argument("--since", type=_when, help="first date or time (inclusive)")
+    exp.add_argument("--until", type=_when, help="end date or time (exclusive)")
+    exp.add_argument(
+        "--output", type=Path, help="write to this file (created 0600) instead of stdout"
+    )
+    ver = aud_sub.add_parser(
+        "verify",
+        help="check an export against the pruning checkpoints in the database",
+        description="For each audit_checkpoint entry whose entries are in EXPORT (or "
+        "each --checkpoint), check that the export holds all of them and that they "
+        "hash to the checkpoint's SHA-256. Exit 0 when every one checked matches.",
+    )
+    _config_arg(ver)
+    ver.add_argument("export", type=Path, help="a file written by 'broker audit export'")
+    ver.add_argument(
+        "--checkpoint", type=int, action="append", default=[], help="only this entry id"
+    )
+
+
+def _when(text: str) -> datetime:
+    from broker.core.archive import parse_when
+
+    try:
+        return parse_when(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither YYYY-MM-DD nor an ISO 8601 time"
+        ) from None
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
@@ -91,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "netbird":
             return asyncio.run(netbird_command(args))
+        if args.command == "audit":
+            return asyncio.run(audit_command(args))
     except ConfigError as exc:
         print(f"broker: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -152,6 +200,77 @@ async def netbird_command(args: argparse.Namespace) -> int:
         return 1
     finally:
         await provider.aclose()
+
+
+async def audit_command(args: argparse.Namespace) -> int:
+    from broker.core.db import create_engine, session_factory
+
+    settings = load_settings(args.config)
+    engine = create_engine(
+        settings.database_url,
+        busy_timeout_ms=settings.database.busy_timeout_ms,
+        statement_timeout=settings.database.statement_timeout_seconds,
+    )
+    try:
+        db = session_factory(engine)
+        if args.audit_command == "export":
+            return await _export(db, args)
+        return await _verify(db, args)
+    finally:
+        await engine.dispose()
+
+
+async def _export(db: async_sessionmaker[DbSession], args: argparse.Namespace) -> int:
+    from broker.config.files import create_private_file
+    from broker.core.archive import Window, export
+
+    window = Window(args.since, args.until)
+    if args.output is None:
+        digest = await export(db, sys.stdout, window)
+        sys.stdout.flush()
+    else:
+        create_private_file(args.output)
+        with args.output.open("w", encoding="ascii", newline="\n") as out:
+            digest = await export(db, out, window)
+    span = f" (ids {digest.first_id} to {digest.last_id})" if digest.count else ""
+    print(
+        f"exported {digest.count} audit entries{span}, sha256 {digest.hexdigest()}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+async def _verify(db: async_sessionmaker[DbSession], args: argparse.Namespace) -> int:
+    from broker.core.archive import checkpoints, verify
+
+    checked = 0
+    failed = 0
+    try:
+        for checkpoint in await checkpoints(db, args.checkpoint):
+            with args.export.open(encoding="ascii") as lines:
+                result = verify(lines, checkpoint)
+            if result.found == 0 and not args.checkpoint:
+                continue  # a checkpoint of entries this export does not hold
+            checked += 1
+            c = checkpoint
+            what = f"checkpoint {c.id} (ids {c.first_id} to {c.last_id}, {c.count} entries)"
+            if result.ok:
+                print(f"{what}: ok")
+            else:
+                failed += 1
+                why = (
+                    f"{result.found} of its entries in the export"
+                    if result.found != c.count
+                    else "the entries differ from those removed"
+                )
+                print(f"{what}: MISMATCH, {why}")
+    except (OSError, ValueError) as exc:
+        print(f"broker: cannot verify {args.export}: {exc}", file=sys.stderr)
+        return 1
+    if not checked:
+        print(f"no checkpoint covers the entries in {args.export}", file=sys.stderr)
+        return 1
+    return 1 if failed else 0
 
 
 def migrate_command(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ from broker.core.models import Workspace, utcnow
 from broker.core.pgevents import PgEventBus
 from broker.core.reaper import reap_once
 from broker.core.reconciler import reconcile_once
+from broker.core.retention import Pruner
 from broker.core.runtime import Broker
 from broker.core.sessions import SessionService
 from broker.core.streams import DRAINING
@@ -231,7 +232,17 @@ def _start_background(stack: AsyncExitStack, broker: Broker) -> None:
         await reap_once(broker.sessions, broker.settings, broker.streams)
 
     reaper = Periodic("reaper", broker.settings.limits.reaper_interval_seconds, reap_pass)
-    loops = [revokes, reconciler, reaper]
+    retention = broker.settings.retention
+    pruner = Pruner(broker.engine, broker.db, retention)
+    # The first run waits up to a minute: a start (migrations, seeding, the
+    # first launches) is no time for bulk deletes.
+    pruning = Periodic(
+        "retention",
+        retention.interval_seconds,
+        pruner.run_once,
+        first_delay=min(60.0, retention.interval_seconds),
+    )
+    loops = [revokes, reconciler, reaper, pruning]
     guacd, every = broker.guacd, broker.settings.guacd.health_check_seconds
     if guacd is not None and guacd.checks:
         loops.append(Periodic("guacd-health", every, guacd.check_all))

@@ -33,6 +33,7 @@ from broker.config.guacd import GuacdSettings, ViewerSettings
 from broker.config.limits import LimitSettings, effective_limit
 from broker.config.loader import dev_secret, load_settings
 from broker.config.ratelimit import RateLimitSettings
+from broker.config.retention import RetentionSettings
 from broker.config.server import ServerSettings
 from broker.config.settings import SECTIONS, Settings
 from broker.config.tunnel import NetBirdSection, TunnelSettings
@@ -66,6 +67,7 @@ __all__ = [
     "NetBirdSection",
     "NetBirdSettings",
     "RateLimitSettings",
+    "RetentionSettings",
     "ServerSettings",
     "Settings",
     "TunnelSettings",

@@ -17,6 +17,7 @@ from broker.config.demo import DemoSettings
 from broker.config.guacd import GuacdSettings, ViewerSettings
 from broker.config.limits import LimitSettings
 from broker.config.ratelimit import RateLimitSettings
+from broker.config.retention import RetentionSettings
 from broker.config.server import ServerSettings
 from broker.config.tunnel import NetBirdSection, TunnelSettings
 from broker.config.workspaces import WorkspaceConfig
@@ -36,6 +37,7 @@ SECTIONS: dict[str, type] = {
     "viewer": ViewerSettings,
     "demo": DemoSettings,
     "apps": AppsSettings,
+    "retention": RetentionSettings,
 }
 
 
@@ -55,6 +57,7 @@ class Settings:
     viewer: ViewerSettings = field(default_factory=ViewerSettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
     apps: AppsSettings = field(default_factory=AppsSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     workspaces: tuple[WorkspaceConfig, ...] = ()
 
     @property

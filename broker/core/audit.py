@@ -1,8 +1,10 @@
 """The audit log: who did what to which session, when, and from where.
 
 Rows are written in the same transaction as the state change they record
-(`record` only adds to the caller's transaction) and are never updated or
-deleted by the application. Details must never hold secrets.
+(`record` only adds to the caller's transaction) and are never updated. Only
+the retention pruner (`broker.core.retention`) deletes them, once older than
+``retention.audit_days``, after writing a checkpoint entry with the hash of
+what it removes (`broker.core.archive`). Details must never hold secrets.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ class Action(StrEnum):
     REVOKE_TUNNEL = "revoke_tunnel"
     TUNNEL_FAILED = "tunnel_failed"
     OPEN_APP = "open_app"  # an HTML5 session's viewer token traded for the app cookie
+    # The retention pruner: one summary a run that removed anything (counts per
+    # table, cutoffs), and before audit entries go, the checkpoint of their range.
+    RETENTION_PRUNE = "retention_prune"
+    AUDIT_CHECKPOINT = "audit_checkpoint"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,19 +58,20 @@ def record(
     session_id: str | None = None,
     workspace_id: str | None = None,
     **details: Any,
-) -> None:
-    db.add(
-        AuditEvent(
-            at=at,
-            action=str(action),
-            user_id=actor.user_id,
-            user_email=actor.email,
-            client_ip=actor.client_ip,
-            session_id=session_id,
-            workspace_id=workspace_id,
-            details=details,
-        )
+) -> AuditEvent:
+    """Add an entry to the caller's transaction; its ``id`` is set once flushed."""
+    event = AuditEvent(
+        at=at,
+        action=str(action),
+        user_id=actor.user_id,
+        user_email=actor.email,
+        client_ip=actor.client_ip,
+        session_id=session_id,
+        workspace_id=workspace_id,
+        details=details,
     )
+    db.add(event)
+    return event
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
-"""Periodic background work (revoke retries, and later the reaper and the
-tunnel reconciler), each loop isolated so one failing pass never stops it."""
+"""Periodic background work (revoke retries, the reaper, the tunnel
+reconciler, guacd health checks, the retention pruner), each loop isolated so
+one failing pass never stops it."""
 
 from __future__ import annotations
 
@@ -11,12 +12,21 @@ log = logging.getLogger(__name__)
 
 
 class Periodic:
-    """Runs ``job`` every ``interval`` seconds until `aclose`."""
+    """Runs ``job`` every ``interval`` seconds until `aclose`, the first time
+    after ``first_delay`` seconds (at once by default)."""
 
-    def __init__(self, name: str, interval: float, job: Callable[[], Awaitable[object]]) -> None:
+    def __init__(
+        self,
+        name: str,
+        interval: float,
+        job: Callable[[], Awaitable[object]],
+        *,
+        first_delay: float = 0.0,
+    ) -> None:
         self.name = name
         self._interval = interval
         self._job = job
+        self._first_delay = first_delay
         self._task: asyncio.Task[None] | None = None
         self.passes = 0
 
@@ -24,6 +34,8 @@ class Periodic:
         self._task = asyncio.create_task(self._run(), name=self.name)
 
     async def _run(self) -> None:
+        if self._first_delay > 0:
+            await asyncio.sleep(self._first_delay)
         while True:
             try:
                 await self._job()

@@ -6,7 +6,9 @@ The broker accepts three kinds of credential, and nothing else:
   user; it is told apart from the others by its shape (two dots);
 - a **viewer token**, issued at launch (`issue_viewer_token`) and stored only
   as a hash, bound to one session and its owner: proves that session, for as
-  long as it is active; an html5 session's token can be traded once for
+  long as it is active and until a relaunch of it issues the next one (a
+  session holds one; the retention pruner removes it some time after the
+  session ended); an html5 session's token can be traded once for
 - an **app cookie** (`Credentials.exchange_viewer_token`), stored only as a
   hash, bound to the same session and owner: proves that session on its app
   origin, for as long as it is active.
@@ -47,7 +49,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import jwt
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from broker.config import Settings
@@ -85,12 +87,27 @@ def is_jwt(token: str) -> bool:
     return token.count(".") == 2
 
 
-def issue_viewer_token(
-    db: DbSession, token: str, session: Session, now: datetime, who: Principal
+async def issue_viewer_token(
+    db: DbSession,
+    token: str,
+    session: Session,
+    now: datetime,
+    who: Principal,
+    *,
+    replace: bool = True,
 ) -> None:
-    """Store ``token`` (only its hash) as a viewer token of ``session``, bound
+    """Store ``token`` (only its hash) as the viewer token of ``session``, bound
     to its owner, in the caller's transaction; it records what ``who`` (the
-    launching JWT) proves and expires with it."""
+    launching JWT) proves and expires with it.
+
+    A session holds one viewer token at a time: this deletes the one before
+    (a relaunch returning the running session hands out a fresh link and the
+    old link stops working), so relaunches never pile up rows; ``replace=False``
+    skips that for a session inserted in this transaction. Concurrent
+    relaunches must hold the session row (``SELECT ... FOR UPDATE``) so the
+    last one's token is the one left."""
+    if replace:
+        await db.execute(delete(ViewerToken).where(ViewerToken.session_id == session.id))
     db.add(
         ViewerToken(
             token_hash=hash_token(token),

@@ -149,6 +149,8 @@ class Session(Base):
         ),
         Index("ix_sessions_user_started", "user_id", "started_at"),
         Index("ix_sessions_status", "status"),
+        # The retention pruner's range of ended sessions past their age.
+        Index("ix_sessions_ended_at", "ended_at"),
     )
 
     @property
@@ -199,7 +201,9 @@ class AppCookie(Base):
 
 
 class AuditEvent(Base):
-    """Append-only: the application inserts rows and never updates or deletes them."""
+    """Append-only: the application inserts rows and never updates them; only
+    the retention pruner deletes them, past ``retention.audit_days``, leaving
+    an ``audit_checkpoint`` entry with the hash of what it removed."""
 
     __tablename__ = "audit_events"
 

@@ -213,7 +213,8 @@ class SessionService(Revokes):
     ) -> tuple[Session, bool, str]:
         """Insert the active row (the database's unique index makes this the
         claim on the workspace) or find the caller's own running session.
-        Returns the session, whether it is new, and a fresh viewer token."""
+        Returns the session, whether it is new, and a fresh viewer token (on
+        a running session it replaces the one issued before)."""
         token = new_token()
         for _ in range(3):
             try:
@@ -228,15 +229,17 @@ class SessionService(Revokes):
     ) -> tuple[Session, bool]:
         now = self._clock()
         async with self._db() as db, db.begin():
+            # FOR UPDATE (PostgreSQL; SQLite transactions are serial anyway):
+            # concurrent relaunches replace the viewer token in turn.
             current = await db.scalar(
-                select(Session).where(
-                    Session.workspace_id == workspace.id, Session.status == SessionStatus.ACTIVE
-                )
+                select(Session)
+                .where(Session.workspace_id == workspace.id, Session.status == SessionStatus.ACTIVE)
+                .with_for_update()
             )
             if current is not None:
                 if current.user_id != principal.user_id:
                     raise Conflict("Workspace is in use by another session")
-                issue_viewer_token(db, token, current, now, principal)
+                await issue_viewer_token(db, token, current, now, principal)
                 return current, False
             await self._check_user_limit(db, principal.user_id)
             session = Session(
@@ -260,7 +263,7 @@ class SessionService(Revokes):
             )
             db.add(session)
             await db.flush()
-            issue_viewer_token(db, token, session, now, principal)
+            await issue_viewer_token(db, token, session, now, principal, replace=False)
             audit.record(
                 db,
                 Action.LAUNCH_WORKSPACE,

@@ -143,9 +143,12 @@ async def test_relaunch_returns_same_session_with_200(api, token):
     assert (first.status, again.status) == (201, 200)
     assert again.body["session_id"] == first.body["session_id"]
     assert again.body["viewer_token"] != first.body["viewer_token"]
-    # Both viewer tokens are valid for the one session.
+    # The relaunch's token replaced the first one (a session holds one viewer
+    # token, so relaunches never pile up rows): the first link proves nothing.
     sid = first.body["session_id"]
     r = await api.post(f"/api/sessions/{sid}/disconnect", first.body["viewer_token"])
+    assert r.status == 401
+    r = await api.post(f"/api/sessions/{sid}/disconnect", again.body["viewer_token"])
     assert r.status == 200
 
 

@@ -3,16 +3,18 @@ tests check the same answers through the API, the viewer and the proxy)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import func, select
 
 from broker.core.audit import Action, Actor
 from broker.core.auth import Principal, mint_dev_token
 from broker.core.credentials import Credentials, SessionUser
 from broker.core.errors import Forbidden, NotFound, Unauthorized
-from broker.core.models import EndReason, utcnow
+from broker.core.models import EndReason, ViewerToken, utcnow
 from tests.broker.machine import Machine, StartMachine, user
 from tests.conftest import AUDIENCE, TEST_SECRET
 from tunnels.direct import DirectProvider
@@ -45,6 +47,46 @@ async def test_a_viewer_token_proves_its_session_until_it_ends(m: Machine) -> No
     # The viewer still learns which session it was, to show why it ended.
     ended = await m.credentials.viewer_session(sid, token)
     assert (ended.id, ended.end_reason) == (sid, "user_disconnect")
+
+
+async def viewer_token_rows(m: Machine, session_id: str) -> int:
+    async with m.db() as db:
+        count = await db.scalar(
+            select(func.count())
+            .select_from(ViewerToken)
+            .where(ViewerToken.session_id == session_id)
+        )
+    return count or 0
+
+
+async def test_relaunches_replace_the_viewer_token_instead_of_piling_up_rows(m: Machine) -> None:
+    first = await m.launch("ws-linux")
+    sid = first.session.id
+    relaunches = [await m.launch("ws-linux") for _ in range(5)]
+
+    assert {r.session.id for r in relaunches} == {sid}
+    assert await viewer_token_rows(m, sid) == 1
+    # The newest link works; the ones it replaced prove nothing any more.
+    assert (await m.credentials.viewer_session(sid, relaunches[-1].viewer_token)).id == sid
+    for old in [first, *relaunches[:-1]]:
+        with pytest.raises(Unauthorized, match="Invalid viewer credential"):
+            await m.credentials.viewer_session(sid, old.viewer_token)
+
+
+async def test_concurrent_relaunches_leave_one_working_viewer_token(m: Machine) -> None:
+    sid = (await m.launch("ws-rdp")).session.id
+
+    results = await asyncio.gather(*(m.launch("ws-rdp") for _ in range(6)))
+
+    assert await viewer_token_rows(m, sid) == 1
+    working = []
+    for r in results:
+        try:
+            await m.credentials.session_for_viewer_token(r.viewer_token)
+        except Unauthorized:
+            continue
+        working.append(r.viewer_token)
+    assert len(working) == 1
 
 
 async def test_a_jwt_views_only_its_owners_sessions(m: Machine, token: Token) -> None:
