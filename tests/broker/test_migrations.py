@@ -88,25 +88,40 @@ async def test_models_and_migrations_agree(engine):
 
 def _normalise(predicate: str) -> str:
     """PostgreSQL hands back ``((status)::text = 'active'::text)`` for
-    ``status = 'active'``; drop casts, parentheses and spacing to compare."""
+    ``status = 'active'``, ``<>`` for ``!=`` and ``NOT revoked`` for
+    ``revoked = false``; drop casts, parentheses and spacing to compare."""
     predicate = re.sub(r"::\w+", "", predicate)
+    predicate = re.sub(r"\bNOT\s+\(?(\w+)\)?", r"\1 = false", predicate, flags=re.I)
+    predicate = predicate.replace("<>", "!=")
     return re.sub(r"[()\s]", "", predicate).lower()
 
 
-async def test_partial_index_predicate_matches_the_model(engine):
+# The partial indexes on sessions and their predicates, normalised.
+PARTIAL_INDEXES = {
+    "uq_sessions_active_workspace": "status='active'",
+    "ix_sessions_active_started_id": "status='active'",
+    "ix_sessions_active_user_started_id": "status='active'",
+    "ix_sessions_pending_revoke": "status!='active'andrevoked=false",
+}
+
+
+async def test_partial_index_predicates_match_the_model(engine):
     # compare_metadata looks at an index's columns and uniqueness only, not at
-    # its WHERE clause, so the predicate is compared here.
+    # its WHERE clause, so the predicates are compared here.
     await migrate(engine)
     async with engine.connect() as conn:
         dialect = conn.dialect.name
         indexes = await conn.run_sync(lambda c: inspect(c).get_indexes("sessions"))
-    reflected = next(i for i in indexes if i["name"] == ACTIVE_INDEX)
-    assert reflected["unique"]
-    assert reflected["column_names"] == ["workspace_id"]
-    model_index = next(i for i in Session.__table__.indexes if i.name == ACTIVE_INDEX)
-    expected = str(model_index.dialect_options[dialect]["where"])
-    actual = str(reflected["dialect_options"][f"{dialect}_where"])
-    assert _normalise(actual) == _normalise(expected) == "status='active'"
+    reflected = {i["name"]: i for i in indexes}
+    model = {i.name: i for i in Session.__table__.indexes}
+    partial = {n for n, i in model.items() if i.dialect_options[dialect]["where"] is not None}
+    assert partial == set(PARTIAL_INDEXES)
+    for name, predicate in PARTIAL_INDEXES.items():
+        expected = str(model[name].dialect_options[dialect]["where"])
+        actual = str(reflected[name]["dialect_options"][f"{dialect}_where"])
+        assert _normalise(actual) == _normalise(expected) == predicate, name
+    assert reflected[ACTIVE_INDEX]["unique"]
+    assert reflected[ACTIVE_INDEX]["column_names"] == ["workspace_id"]
 
 
 def workspace(workspace_id: str) -> Workspace:
