@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, literal, select, text, update
+from sqlalchemy import func, literal, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -47,7 +47,11 @@ from broker.core.models import (
     UTCDateTime,
     utcnow,
 )
-from broker.core.queries import SessionQueries
+from broker.core.queries import (
+    SessionQueries,
+    active_session_of_workspace,
+    count_active_for_user,
+)
 from broker.core.revokes import Revokes
 from broker.core.workspaces import uses_guacd
 from tunnels.base import Grant, Target, TunnelError, TunnelProvider, TunnelStatus
@@ -228,11 +232,7 @@ class SessionService(Revokes):
     ) -> tuple[Session, bool]:
         now = self._clock()
         async with self._db() as db, db.begin():
-            current = await db.scalar(
-                select(Session).where(
-                    Session.workspace_id == workspace.id, Session.status == SessionStatus.ACTIVE
-                )
-            )
+            current = await db.scalar(active_session_of_workspace(workspace.id))
             if current is not None:
                 if current.user_id != principal.user_id:
                     raise Conflict("Workspace is in use by another session")
@@ -428,11 +428,7 @@ class SessionService(Revokes):
             await db.execute(
                 text("SELECT pg_advisory_xact_lock(hashtextextended(:user, 0))"), {"user": user_id}
             )
-        count = await db.scalar(
-            select(func.count())
-            .select_from(Session)
-            .where(Session.user_id == user_id, Session.status == SessionStatus.ACTIVE)
-        )
+        count = await db.scalar(count_active_for_user(user_id))
         if (count or 0) >= limit:
             raise TooManyRequests(
                 f"You already have {count} active sessions, the most allowed; "
