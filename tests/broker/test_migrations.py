@@ -23,7 +23,14 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker.core.db import alembic_config, create_engine, current_revision, migrate, session_factory
+from broker.core.db import (
+    alembic_config,
+    analyze,
+    create_engine,
+    current_revision,
+    migrate,
+    session_factory,
+)
 from broker.core.models import Base, Session, SessionStatus, Workspace, utcnow
 
 pytestmark = pytest.mark.db
@@ -199,6 +206,37 @@ async def test_session_needs_a_known_workspace(engine):
     with pytest.raises(IntegrityError):
         async with session_factory(engine)() as s, s.begin():
             s.add(session_row("ws-nowhere", SessionStatus.ACTIVE))
+
+
+async def test_sqlite_planner_statistics_are_gathered(engine, database_url):
+    await migrate(engine)
+    async with session_factory(engine)() as s, s.begin():
+        s.add(workspace("ws-a"))
+    async with session_factory(engine)() as s, s.begin():
+        s.add(session_row("ws-a", SessionStatus.ACTIVE))
+    await analyze(engine)  # nothing to do on PostgreSQL (autovacuum's work)
+    if not database_url.startswith("sqlite"):
+        return
+    async with engine.connect() as conn:
+        analyzed = (await conn.exec_driver_sql("SELECT idx FROM sqlite_stat1")).scalars().all()
+    assert "ix_sessions_active_user_started_id" in analyzed
+
+
+async def test_sqlite_broker_gathers_planner_statistics_when_it_starts(
+    start_broker, settings, engine, database_url
+):
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite only")
+    await start_broker(settings)
+    for _ in range(100):  # its first pass runs in the background at start
+        async with engine.connect() as conn:
+            found = await conn.exec_driver_sql(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'"
+            )
+            if found.scalar():
+                return
+        await asyncio.sleep(0.05)
+    pytest.fail("no statistics gathered within 5 s of the start")
 
 
 async def test_sqlite_runs_in_wal_mode_with_the_busy_timeout(engine, database_url):
