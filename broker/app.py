@@ -189,7 +189,6 @@ async def _build(
         tunnels,
         events,
         on_launch=lambda outcome: metrics.launches.inc(outcome=outcome),
-        on_end=lambda reason: metrics.session_ends.inc(reason=reason),
         guacd_available=guacd.available,
     )
     stack.push_async_callback(sessions.aclose)

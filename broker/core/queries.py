@@ -22,6 +22,7 @@ from sqlalchemy import ColumnElement, Select, func, literal, select, tuple_, uni
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import aliased
 
+from broker.core import counters
 from broker.core.db import DbSession
 from broker.core.errors import NotFound
 from broker.core.models import (
@@ -56,6 +57,14 @@ class Anchor:
 
     started_at: datetime
     id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCounts:
+    """What ``/metrics`` shows: active sessions now, ended ones ever (by reason)."""
+
+    active: int
+    ended: dict[str, int]
 
 
 def listing(f: SessionFilter, *, limit: int, after: Anchor | None = None) -> Select[Session]:
@@ -187,10 +196,13 @@ class SessionQueries:
             rows = await db.scalars(select(Session.workspace_id).where(is_active()))
             return set(rows.all())
 
-    async def count_by_status(self) -> dict[str, int]:
+    async def counts(self) -> SessionCounts:
+        """Active sessions and the ended totals, each read from an index or
+        the counters table: the same cost at any number of sessions kept."""
         async with self._db() as db:
-            rows = await db.execute(select(Session.status, func.count()).group_by(Session.status))
-            return {str(status): int(count) for status, count in rows.all()}
+            active = await db.scalar(count_active())
+            ended = await counters.ended_totals(db)
+        return SessionCounts(int(active or 0), ended)
 
     # -- for the reaper ----------------------------------------------------------
 

@@ -12,6 +12,8 @@ Rules this module keeps (and the tests check):
   ``terminated``/``launch_failed`` and a ``launch_failed`` audit row says why.
 - A grant whose revoke fails is retried from the database
   (``status != 'active' AND revoked = false``), so a restart loses nothing.
+- Each end adds one to the ended-sessions total of its reason
+  (`broker.core.counters`) in its own transaction.
 
 Reads live in `broker.core.queries` (``SessionService.queries``); what a viewer
 token or app cookie proves, in `broker.core.credentials`. No HTTP here:
@@ -32,7 +34,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from broker.config import Settings, WorkspaceConfig
-from broker.core import audit
+from broker.core import audit, counters
 from broker.core.audit import Action, Actor
 from broker.core.auth import Principal
 from broker.core.credentials import issue_viewer_token, new_token
@@ -84,7 +86,6 @@ class SessionService(Revokes):
         *,
         clock: Callable[[], datetime] = utcnow,
         on_launch: Callable[[str], None] = lambda outcome: None,
-        on_end: Callable[[str], None] = lambda reason: None,
         queries: SessionQueries | None = None,
         guacd_available: Callable[[], bool] = lambda: True,
     ) -> None:
@@ -96,7 +97,6 @@ class SessionService(Revokes):
         self._clock = clock
         self._background: set[asyncio.Task[None]] = set()
         self._on_launch = on_launch
-        self._on_end = on_end
         # Whether some guacd can take a new connection (the broker's pool).
         self._guacd_available = guacd_available
 
@@ -378,7 +378,7 @@ class SessionService(Revokes):
                 reason=str(reason),
                 **details,
             )
-        self._on_end(str(reason))
+            await counters.add_ended(db, reason)
         await self._events.publish(SessionEnded(session_id, str(reason)))
         await self.revoke_ended(session_id)
         return session

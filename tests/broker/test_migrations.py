@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from broker.core import counters
 from broker.core.db import (
     alembic_config,
     analyze,
@@ -31,7 +32,7 @@ from broker.core.db import (
     migrate,
     session_factory,
 )
-from broker.core.models import Base, Session, SessionStatus, Workspace, utcnow
+from broker.core.models import Base, EndReason, Session, SessionStatus, Workspace, utcnow
 
 pytestmark = pytest.mark.db
 
@@ -143,7 +144,12 @@ def workspace(workspace_id: str) -> Workspace:
     )
 
 
-def session_row(workspace_id: str, status: SessionStatus, user: str = "alice") -> Session:
+def session_row(
+    workspace_id: str,
+    status: SessionStatus,
+    user: str = "alice",
+    end_reason: str = "user_disconnect",
+) -> Session:
     now = utcnow()
     ended = status != SessionStatus.ACTIVE
     return Session(
@@ -156,7 +162,7 @@ def session_row(workspace_id: str, status: SessionStatus, user: str = "alice") -
         status=status,
         started_at=now - timedelta(minutes=5),
         ended_at=now if ended else None,
-        end_reason="user_disconnect" if ended else None,
+        end_reason=end_reason if ended else None,
         ip_address="10.0.0.1",
         port=3389,
         tunnel_status="direct",
@@ -206,6 +212,36 @@ async def test_session_needs_a_known_workspace(engine):
     with pytest.raises(IntegrityError):
         async with session_factory(engine)() as s, s.begin():
             s.add(session_row("ws-nowhere", SessionStatus.ACTIVE))
+
+
+async def test_ended_totals_start_from_the_sessions_already_ended(engine):
+    # Sessions ended before the counters existed are counted by the migration
+    # that adds them; active ones are not.
+    await migrate(engine, "0006")
+    db = session_factory(engine)
+    async with db() as s, s.begin():
+        s.add_all([workspace("ws-a"), workspace("ws-b")])
+    async with db() as s, s.begin():
+        s.add_all(
+            [
+                session_row("ws-a", SessionStatus.DISCONNECTED),
+                session_row("ws-a", SessionStatus.DISCONNECTED),
+                session_row("ws-b", SessionStatus.TERMINATED, end_reason="workspace_stop"),
+                session_row("ws-b", SessionStatus.ACTIVE),
+            ]
+        )
+    await migrate(engine)
+    async with db() as s:
+        assert await counters.ended_totals(s) == {"user_disconnect": 2, "workspace_stop": 1}
+    async with db() as s, s.begin():
+        await counters.add_ended(s, EndReason.WORKSPACE_STOP)
+        await counters.add_ended(s, EndReason.IDLE_TIMEOUT)
+    async with db() as s:
+        assert await counters.ended_totals(s) == {
+            "user_disconnect": 2,
+            "workspace_stop": 2,
+            "idle_timeout": 1,
+        }
 
 
 async def test_sqlite_planner_statistics_are_gathered(engine, database_url):
