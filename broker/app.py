@@ -161,6 +161,7 @@ async def _build(
         settings.database_url,
         busy_timeout_ms=settings.database.busy_timeout_ms,
         pool_size=settings.database.pool_size,
+        max_overflow=settings.database.max_overflow,
         statement_timeout=settings.database.statement_timeout_seconds,
         echo=settings.database.echo,
     )

@@ -42,13 +42,16 @@ def create_engine(
     *,
     busy_timeout_ms: int = 5000,
     pool_size: int = 10,
+    max_overflow: int = 10,
     statement_timeout: float = 10.0,
     echo: bool = False,
 ) -> AsyncEngine:
     """An async engine for ``url``; a SQLite file and its missing directories
     are created private (0600, 0700), and SQLite gives its ``-wal`` and
     ``-shm`` files the database file's mode.
-    Every PostgreSQL connect and statement is bounded by ``statement_timeout``."""
+    PostgreSQL: at most ``pool_size + max_overflow`` connections (the overflow
+    ones closed when returned), every connect and statement bounded by
+    ``statement_timeout``."""
     if url.startswith("sqlite"):
         return _sqlite_engine(url, busy_timeout_ms, echo)
     connect_args: dict[str, Any] = {}
@@ -61,6 +64,7 @@ def create_engine(
     return create_async_engine(
         url,
         pool_size=pool_size,
+        max_overflow=max_overflow,
         pool_pre_ping=True,
         pool_timeout=statement_timeout,
         echo=echo,
