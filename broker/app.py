@@ -24,7 +24,7 @@ from broker.config import ConfigError, GuacdSettings, Settings
 from broker.core.auth import Authenticator
 from broker.core.background import Periodic
 from broker.core.credentials import Credentials
-from broker.core.db import DbSession, create_engine, migrate, session_factory
+from broker.core.db import DbSession, analyze, create_engine, migrate, session_factory
 from broker.core.events import EventBus
 from broker.core.models import Workspace, utcnow
 from broker.core.pgevents import PgEventBus
@@ -59,6 +59,9 @@ from tunnels.netbird.provider import NetBirdProvider
 log = logging.getLogger(__name__)
 
 ProviderFactory = Callable[[Settings], TunnelProvider]
+
+# How often SQLite's planner statistics are refreshed (`broker.core.db.analyze`).
+ANALYZE_SECONDS = 3600.0
 
 
 def create_app(
@@ -159,6 +162,7 @@ async def _build(
         settings.database_url,
         busy_timeout_ms=settings.database.busy_timeout_ms,
         pool_size=settings.database.pool_size,
+        max_overflow=settings.database.max_overflow,
         statement_timeout=settings.database.statement_timeout_seconds,
         echo=settings.database.echo,
     )
@@ -187,7 +191,6 @@ async def _build(
         tunnels,
         events,
         on_launch=lambda outcome: metrics.launches.inc(outcome=outcome),
-        on_end=lambda reason: metrics.session_ends.inc(reason=reason),
         guacd_available=guacd.available,
     )
     stack.push_async_callback(sessions.aclose)
@@ -246,6 +249,9 @@ def _start_background(stack: AsyncExitStack, broker: Broker) -> None:
     guacd, every = broker.guacd, broker.settings.guacd.health_check_seconds
     if guacd is not None and guacd.checks:
         loops.append(Periodic("guacd-health", every, guacd.check_all))
+    if broker.settings.is_sqlite:
+        # At start (just after the migrations), then hourly as the tables grow.
+        loops.append(Periodic("sqlite-analyze", ANALYZE_SECONDS, lambda: analyze(broker.engine)))
     for loop in loops:
         loop.start()
         stack.push_async_callback(loop.aclose)

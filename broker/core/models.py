@@ -1,6 +1,11 @@
 """Database tables (SQLAlchemy 2 declarative). Schema changes go through Alembic
 migrations in ``broker/migrations``; this module and the newest migration must agree
-(a test compares them).
+(a test compares them, partial indexes' predicates included).
+
+Every listing reads an index in its own order (newest first, a row-value
+keyset for the next page), and the work done in the background or per scrape
+reads partial indexes that hold only the rows it wants (active sessions,
+grants still to revoke), so none of it grows with the history kept.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from enum import StrEnum
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
+    ColumnElement,
     DateTime,
     ForeignKey,
     Index,
@@ -20,6 +27,8 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    and_,
+    literal_column,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -105,11 +114,20 @@ class ConnectTarget:
     port: int
 
 
+# The predicates of the partial indexes on ``sessions``. A query reaches such an
+# index only when its WHERE clause holds the same predicate, literally (SQLite
+# matches the expression; a bound parameter in its place would also hide it
+# from PostgreSQL's generic plans): build queries with `is_active` and
+# `is_pending_revoke`, which render exactly these.
+ACTIVE_PREDICATE = "status = 'active'"
+PENDING_REVOKE_PREDICATE = "status != 'active' AND revoked = false"
+
+
 class Session(Base):
     __tablename__ = "sessions"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    user_id: Mapped[str] = mapped_column(String(255), index=True)
+    user_id: Mapped[str] = mapped_column(String(255))
     user_email: Mapped[str] = mapped_column(String(320))
     workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id"))
     workspace_name: Mapped[str] = mapped_column(String(200))
@@ -139,16 +157,45 @@ class Session(Base):
     connect_failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
     __table_args__ = (
-        # At most one active session per workspace, enforced by the database.
+        # At most one active session per workspace, enforced by the database;
+        # also what every question about all active sessions reads.
         Index(
             "uq_sessions_active_workspace",
             "workspace_id",
             unique=True,
-            sqlite_where=text("status = 'active'"),
-            postgresql_where=text("status = 'active'"),
+            sqlite_where=text(ACTIVE_PREDICATE),
+            postgresql_where=text(ACTIVE_PREDICATE),
         ),
-        Index("ix_sessions_user_started", "user_id", "started_at"),
-        Index("ix_sessions_status", "status"),
+        # Active sessions newest first: everyone's (an admin's list) and a
+        # user's (their list, the per-user limit).
+        Index(
+            "ix_sessions_active_started_id",
+            "started_at",
+            "id",
+            sqlite_where=text(ACTIVE_PREDICATE),
+            postgresql_where=text(ACTIVE_PREDICATE),
+        ),
+        Index(
+            "ix_sessions_active_user_started_id",
+            "user_id",
+            "started_at",
+            "id",
+            sqlite_where=text(ACTIVE_PREDICATE),
+            postgresql_where=text(ACTIVE_PREDICATE),
+        ),
+        # Ended sessions whose grant is still to be removed (the revoke retry).
+        Index(
+            "ix_sessions_pending_revoke",
+            "ended_at",
+            sqlite_where=text(PENDING_REVOKE_PREDICATE),
+            postgresql_where=text(PENDING_REVOKE_PREDICATE),
+        ),
+        # Newest first, page by page: everyone's, a workspace's, a user's (by
+        # id or by email).
+        Index("ix_sessions_started_id", "started_at", "id"),
+        Index("ix_sessions_workspace_started_id", "workspace_id", "started_at", "id"),
+        Index("ix_sessions_user_started_id", "user_id", "started_at", "id"),
+        Index("ix_sessions_email_started_id", "user_email", "started_at", "id"),
         # The retention pruner's range of ended sessions past their age.
         Index("ix_sessions_ended_at", "ended_at"),
     )
@@ -163,6 +210,32 @@ class Session(Base):
         if self.tunnel_status in (TunnelStatus.FAILED, TunnelStatus.REVOKED):
             return None
         return ConnectTarget(self.target_host, self.target_port)
+
+
+def is_active() -> ColumnElement[bool]:
+    """``status = 'active'``, as the partial indexes on active sessions say it."""
+    return Session.status == literal_column("'active'")
+
+
+def is_pending_revoke() -> ColumnElement[bool]:
+    """Ended with the grant not yet removed, as ``ix_sessions_pending_revoke`` says it."""
+    return and_(
+        Session.status != literal_column("'active'"), Session.revoked == literal_column("false")
+    )
+
+
+class SessionCounter(Base):
+    """Running totals kept beside the rows they count, so reading one costs the
+    same at any table size and every replica reads the same value. Only
+    `broker.core.counters` writes them, in the transaction of the change
+    counted. ``name`` says what is counted (``ended``: sessions ended, by
+    ``reason``, an `EndReason`)."""
+
+    __tablename__ = "session_counters"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class ViewerToken(Base):
@@ -209,13 +282,20 @@ class AuditEvent(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
-    action: Mapped[str] = mapped_column(String(64), index=True)
-    user_id: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    action: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     user_email: Mapped[str | None] = mapped_column(String(320), nullable=True)
     client_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
     session_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     workspace_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     details: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (
+        # Newest first (by id) for one user (by id or by email) or one action.
+        Index("ix_audit_events_user_id_id", "user_id", "id"),
+        Index("ix_audit_events_email_id", "user_email", "id"),
+        Index("ix_audit_events_action_id", "action", "id"),
+    )
 
 
 def utcnow() -> datetime:

@@ -2,24 +2,133 @@
 reaper, the reconciler and the health check need. Nothing here changes a row
 (`broker.core.sessions` does that), so every answer may be stale by the time
 the caller acts on it; callers that act do so through a conditional update.
+
+Each question reads an index (`broker.core.models`), so its cost follows the
+rows it returns, not the history kept: a listing walks an index in its own
+order from a row-value keyset (``(started_at, id) < (:t, :id)``), ``user=``
+is one indexed branch for the id and one for the email, and questions about
+active sessions or pending revokes name the partial indexes' predicates
+(`is_active`, `is_pending_revoke`). The statements are built by functions of
+their own so `broker.core.plans` can show how the database runs them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Select, func, literal, select, tuple_, union_all
 from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.orm import aliased
 
+from broker.core import counters
 from broker.core.db import DbSession
 from broker.core.errors import NotFound
-from broker.core.models import Session, SessionStatus, looks_like_session_id
+from broker.core.models import (
+    Session,
+    SessionStatus,
+    UTCDateTime,
+    is_active,
+    is_pending_revoke,
+    looks_like_session_id,
+)
 from tunnels.base import TunnelStatus
 
 SESSION_NOT_FOUND = "Session not found"
 
 Timing = tuple[str, str, datetime, datetime, datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionFilter:
+    """What a listing keeps: ``user_id`` is the caller's own id (exact);
+    ``user`` (admins) is a user id or an email address."""
+
+    user_id: str | None = None
+    user: str | None = None
+    status: SessionStatus | None = None
+    workspace_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """The session a page continues after (the previous page's last)."""
+
+    started_at: datetime
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCounts:
+    """What ``/metrics`` shows: active sessions now, ended ones ever (by reason)."""
+
+    active: int
+    ended: dict[str, int]
+
+
+def listing(f: SessionFilter, *, limit: int, after: Anchor | None = None) -> Select[Session]:
+    """Newest first, at most ``limit``, older than ``after``. With ``f.user``
+    the id and the email branches each read their own index, at most
+    ``limit`` rows apiece, and are merged (a row matching both comes once)."""
+    if f.user is None:
+        return _newest(Session, _conditions(f, after), limit)
+    by_id = _conditions(f, after) + [Session.user_id == f.user]
+    by_email = _conditions(f, after) + [Session.user_email == f.user, Session.user_id != f.user]
+    merged = union_all(
+        _newest(Session, by_id, limit).subquery().select(),
+        _newest(Session, by_email, limit).subquery().select(),
+    ).subquery()
+    return _newest(aliased(Session, merged), [], limit)
+
+
+def _conditions(f: SessionFilter, after: Anchor | None) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
+    if f.user_id is not None:
+        where.append(Session.user_id == f.user_id)
+    if f.status is not None:
+        where.append(
+            is_active() if f.status == SessionStatus.ACTIVE else Session.status == f.status
+        )
+    if f.workspace_id is not None:
+        where.append(Session.workspace_id == f.workspace_id)
+    if after is not None:
+        # The bound values carry the column's type (tuple_ alone would give
+        # them the plain DateTime's, skipping the UTC conversion).
+        where.append(
+            tuple_(Session.started_at, Session.id)
+            < tuple_(literal(after.started_at, UTCDateTime()), literal(after.id))
+        )
+    return where
+
+
+def _newest(entity: type[Session], where: list[ColumnElement[bool]], limit: int) -> Select[Session]:
+    return (
+        select(entity)
+        .where(*where)
+        .order_by(entity.started_at.desc(), entity.id.desc())
+        .limit(limit)
+    )
+
+
+def pending_revoke_ids(limit: int) -> Select[str]:
+    """Ended sessions whose grant is not yet removed, oldest end first: only
+    those rows are read (``ix_sessions_pending_revoke``)."""
+    return select(Session.id).where(is_pending_revoke()).order_by(Session.ended_at).limit(limit)
+
+
+def count_active() -> Select[int]:
+    """How many sessions are active, counted in the partial index of active rows."""
+    return select(func.count()).select_from(Session).where(is_active())
+
+
+def count_active_for_user(user_id: str) -> Select[int]:
+    """How many active sessions ``user_id`` has (the per-user limit)."""
+    return select(func.count()).select_from(Session).where(Session.user_id == user_id, is_active())
+
+
+def active_session_of_workspace(workspace_id: str) -> Select[Session]:
+    return select(Session).where(Session.workspace_id == workspace_id, is_active())
 
 
 class SessionQueries:
@@ -43,28 +152,20 @@ class SessionQueries:
         limit: int = 100,
         before: str | None = None,
     ) -> list[Session]:
-        """Newest first; ``before`` is a session id to page back from (`NotFound`
-        when it names no session, or one of another user when ``user_id`` is given)."""
-        stmt = select(Session)
-        if user_id is not None:
-            stmt = stmt.where(Session.user_id == user_id)
-        if user is not None:
-            stmt = stmt.where((Session.user_id == user) | (Session.user_email == user))
-        if status is not None:
-            stmt = stmt.where(Session.status == status)
-        if workspace_id is not None:
-            stmt = stmt.where(Session.workspace_id == workspace_id)
+        """Newest first (`listing`); ``before`` is a session id to page back
+        from (`NotFound` when it names no session, or one of another user when
+        ``user_id`` is given). ``status`` must be a `SessionStatus` value."""
+        f = SessionFilter(
+            user_id, user, SessionStatus(status) if status is not None else None, workspace_id
+        )
         async with self._db() as db:
+            after = None
             if before is not None:
                 anchor = await db.get(Session, before) if looks_like_session_id(before) else None
                 if anchor is None or (user_id is not None and anchor.user_id != user_id):
                     raise NotFound("Session given in 'before' not found")
-                stmt = stmt.where(
-                    (Session.started_at < anchor.started_at)
-                    | ((Session.started_at == anchor.started_at) & (Session.id < anchor.id))
-                )
-            stmt = stmt.order_by(Session.started_at.desc(), Session.id.desc()).limit(limit)
-            return list((await db.scalars(stmt)).all())
+                after = Anchor(anchor.started_at, anchor.id)
+            return list((await db.scalars(listing(f, limit=limit, after=after))).all())
 
     async def get_for_user(self, user_id: str, session_id: str) -> Session:
         """The caller's own session; anything else is `NotFound` (never 403)."""
@@ -88,23 +189,20 @@ class SessionQueries:
 
     async def active_in_workspace(self, workspace_id: str) -> Session | None:
         async with self._db() as db:
-            return await db.scalar(
-                select(Session).where(
-                    Session.workspace_id == workspace_id, Session.status == SessionStatus.ACTIVE
-                )
-            )
+            return await db.scalar(active_session_of_workspace(workspace_id))
 
     async def active_workspace_ids(self) -> set[str]:
         async with self._db() as db:
-            rows = await db.scalars(
-                select(Session.workspace_id).where(Session.status == SessionStatus.ACTIVE)
-            )
+            rows = await db.scalars(select(Session.workspace_id).where(is_active()))
             return set(rows.all())
 
-    async def count_by_status(self) -> dict[str, int]:
+    async def counts(self) -> SessionCounts:
+        """Active sessions and the ended totals, each read from an index or
+        the counters table: the same cost at any number of sessions kept."""
         async with self._db() as db:
-            rows = await db.execute(select(Session.status, func.count()).group_by(Session.status))
-            return {str(status): int(count) for status, count in rows.all()}
+            active = await db.scalar(count_active())
+            ended = await counters.ended_totals(db)
+        return SessionCounts(int(active or 0), ended)
 
     # -- for the reaper ----------------------------------------------------------
 
@@ -118,7 +216,7 @@ class SessionQueries:
                     Session.started_at,
                     Session.last_activity_at,
                     Session.last_viewer_at,
-                ).where(Session.status == SessionStatus.ACTIVE)
+                ).where(is_active())
             )
             return [tuple(r) for r in rows.all()]  # type: ignore[misc]
 
@@ -128,8 +226,7 @@ class SessionQueries:
         async with self._db() as db:
             rows = await db.execute(
                 select(Session.id, Session.connect_failing_since).where(
-                    Session.status == SessionStatus.ACTIVE,
-                    Session.connect_failing_since.is_not(None),
+                    is_active(), Session.connect_failing_since.is_not(None)
                 )
             )
             return {sid: since for sid, since in rows.all() if since is not None}
@@ -151,9 +248,7 @@ class SessionQueries:
     async def active_grants(self) -> dict[str, str | None]:
         """Active session ids and the grant id each stored (None while launching)."""
         async with self._db() as db:
-            rows = await db.execute(
-                select(Session.id, Session.grant_id).where(Session.status == SessionStatus.ACTIVE)
-            )
+            rows = await db.execute(select(Session.id, Session.grant_id).where(is_active()))
             return {sid: gid for sid, gid in rows.all()}
 
     async def still_active(self, session_ids: Collection[str]) -> set[str]:
@@ -175,7 +270,7 @@ class SessionQueries:
         async with self._db() as db:
             rows = await db.scalars(
                 select(Session.id).where(
-                    Session.status == SessionStatus.ACTIVE,
+                    is_active(),
                     Session.tunnel_status == TunnelStatus.PENDING,
                     Session.grant_id.is_(None),
                     Session.started_at < cutoff,
@@ -186,10 +281,4 @@ class SessionQueries:
     async def pending_revokes(self, limit: int = 100) -> Sequence[str]:
         """Ended sessions whose grant is not yet removed, oldest end first."""
         async with self._db() as db:
-            rows = await db.scalars(
-                select(Session.id)
-                .where(Session.status != SessionStatus.ACTIVE, Session.revoked.is_(False))
-                .order_by(Session.ended_at)
-                .limit(limit)
-            )
-            return list(rows.all())
+            return list((await db.scalars(pending_revoke_ids(limit))).all())

@@ -12,6 +12,8 @@ Rules this module keeps (and the tests check):
   ``terminated``/``launch_failed`` and a ``launch_failed`` audit row says why.
 - A grant whose revoke fails is retried from the database
   (``status != 'active' AND revoked = false``), so a restart loses nothing.
+- Each end adds one to the ended-sessions total of its reason
+  (`broker.core.counters`) in its own transaction.
 
 Reads live in `broker.core.queries` (``SessionService.queries``); what a viewer
 token or app cookie proves, in `broker.core.credentials`. No HTTP here:
@@ -27,12 +29,12 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, literal, select, text, update
+from sqlalchemy import func, literal, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from broker.config import Settings, WorkspaceConfig
-from broker.core import audit
+from broker.core import audit, counters
 from broker.core.audit import Action, Actor
 from broker.core.auth import Principal
 from broker.core.credentials import issue_viewer_token, new_token
@@ -47,7 +49,11 @@ from broker.core.models import (
     UTCDateTime,
     utcnow,
 )
-from broker.core.queries import SessionQueries
+from broker.core.queries import (
+    SessionQueries,
+    active_session_of_workspace,
+    count_active_for_user,
+)
 from broker.core.revokes import Revokes
 from broker.core.workspaces import uses_guacd
 from tunnels.base import Grant, Target, TunnelError, TunnelProvider, TunnelStatus
@@ -80,7 +86,6 @@ class SessionService(Revokes):
         *,
         clock: Callable[[], datetime] = utcnow,
         on_launch: Callable[[str], None] = lambda outcome: None,
-        on_end: Callable[[str], None] = lambda reason: None,
         queries: SessionQueries | None = None,
         guacd_available: Callable[[], bool] = lambda: True,
     ) -> None:
@@ -92,7 +97,6 @@ class SessionService(Revokes):
         self._clock = clock
         self._background: set[asyncio.Task[None]] = set()
         self._on_launch = on_launch
-        self._on_end = on_end
         # Whether some guacd can take a new connection (the broker's pool).
         self._guacd_available = guacd_available
 
@@ -231,11 +235,7 @@ class SessionService(Revokes):
         async with self._db() as db, db.begin():
             # FOR UPDATE (PostgreSQL; SQLite transactions are serial anyway):
             # concurrent relaunches replace the viewer token in turn.
-            current = await db.scalar(
-                select(Session)
-                .where(Session.workspace_id == workspace.id, Session.status == SessionStatus.ACTIVE)
-                .with_for_update()
-            )
+            current = await db.scalar(active_session_of_workspace(workspace.id).with_for_update())
             if current is not None:
                 if current.user_id != principal.user_id:
                     raise Conflict("Workspace is in use by another session")
@@ -381,7 +381,7 @@ class SessionService(Revokes):
                 reason=str(reason),
                 **details,
             )
-        self._on_end(str(reason))
+            await counters.add_ended(db, reason)
         await self._events.publish(SessionEnded(session_id, str(reason)))
         await self.revoke_ended(session_id)
         return session
@@ -431,11 +431,7 @@ class SessionService(Revokes):
             await db.execute(
                 text("SELECT pg_advisory_xact_lock(hashtextextended(:user, 0))"), {"user": user_id}
             )
-        count = await db.scalar(
-            select(func.count())
-            .select_from(Session)
-            .where(Session.user_id == user_id, Session.status == SessionStatus.ACTIVE)
-        )
+        count = await db.scalar(count_active_for_user(user_id))
         if (count or 0) >= limit:
             raise TooManyRequests(
                 f"You already have {count} active sessions, the most allowed; "

@@ -19,6 +19,8 @@ from aiohttp import web
 from sqlalchemy import text
 
 from broker.core.errors import Forbidden
+from broker.core.models import EndReason, SessionStatus
+from broker.core.queries import SessionCounts
 from broker.core.runtime import Broker
 from broker.core.workspaces import uses_guacd
 from broker.web.http import broker_of, json_response, metrics_of, principal
@@ -111,16 +113,12 @@ async def metrics(request: web.Request) -> web.Response:
     broker = broker_of(request)
     lines = list(metrics_of(request).render())
     try:
-        counts = await asyncio.wait_for(broker.queries.count_by_status(), CHECK_TIMEOUT)
+        counts = await asyncio.wait_for(broker.queries.counts(), CHECK_TIMEOUT)
     except Exception as exc:  # metrics must render even when the database is down
         log.warning("session counts unavailable: %s", type(exc).__name__)
         counts = None
     if counts is not None:
-        values: dict[Labels, float] = {
-            (("status", s),): float(counts.get(s, 0))
-            for s in ("active", "disconnected", "terminated")
-        }
-        lines += gauge_lines("broker_sessions", "Sessions by status.", values)
+        lines += _session_metrics(counts)
     lines += gauge_lines("broker_up", "1 while the broker serves.", {(): 1.0})
     if broker.guacd is not None:
         lines += _guacd_metrics(broker.guacd.states())
@@ -132,6 +130,28 @@ async def metrics(request: web.Request) -> web.Response:
         charset="utf-8",
         headers={"X-Content-Type-Options": "nosniff"},
     )
+
+
+def _session_metrics(counts: SessionCounts) -> list[str]:
+    """Active sessions now, and sessions ended ever by reason (with the status
+    the reason gives): both read from the database, the same from every
+    replica, at the same cost however many sessions are kept. Every reason is
+    shown, 0 until it happens, so rates work from the first end."""
+    active: dict[Labels, float] = {(("status", str(SessionStatus.ACTIVE)),): float(counts.active)}
+    status_of = {str(reason): str(reason.status) for reason in EndReason}
+    ended: dict[Labels, float] = {
+        (("reason", reason), ("status", status)): 0.0 for reason, status in status_of.items()
+    }
+    for reason, value in counts.ended.items():
+        ended[(("reason", reason), ("status", status_of.get(reason, "unknown")))] = float(value)
+    return [
+        *gauge_lines("broker_sessions", "Sessions now active.", active),
+        *counter_lines(
+            "broker_sessions_ended_total",
+            "Sessions ended, by reason and the status it gives (all replicas, ever).",
+            ended,
+        ),
+    ]
 
 
 def _guacd_metrics(states: list[EndpointHealth]) -> list[str]:

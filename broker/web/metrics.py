@@ -1,6 +1,7 @@
 """Prometheus text-format metrics without a dependency: counters and histograms
-with labels, rendered on demand. Gauges that come from the database are added
-by the ``/metrics`` handler at scrape time.
+with labels, rendered on demand. What comes from the database (active
+sessions, the ended-session totals every replica shares) is added by the
+``/metrics`` handler at scrape time.
 
 CPU: ``process_cpu_seconds_total`` is the process's own user+system time, read
 at scrape time. The relay does not time itself: its work is spread over the
@@ -106,7 +107,6 @@ class Metrics:
             "broker_http_request_duration_seconds", "HTTP request latency by route."
         )
         self.launches = Counter("broker_launches_total", "Workspace launches by outcome.")
-        self.session_ends = Counter("broker_session_ends_total", "Ended sessions by reason.")
         self.relay = Counter("broker_relay_total", "Relay totals of closed viewer streams.")
         self.edge_refusals = Counter(
             "broker_edge_refusals_total",
@@ -125,7 +125,6 @@ class Metrics:
         for metric in (
             self.requests,
             self.launches,
-            self.session_ends,
             self.relay,
             self.edge_refusals,
         ):

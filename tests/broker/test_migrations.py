@@ -23,8 +23,16 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker.core.db import alembic_config, create_engine, current_revision, migrate, session_factory
-from broker.core.models import Base, Session, SessionStatus, Workspace, utcnow
+from broker.core import counters
+from broker.core.db import (
+    alembic_config,
+    analyze,
+    create_engine,
+    current_revision,
+    migrate,
+    session_factory,
+)
+from broker.core.models import Base, EndReason, Session, SessionStatus, Workspace, utcnow
 
 pytestmark = pytest.mark.db
 
@@ -88,25 +96,40 @@ async def test_models_and_migrations_agree(engine):
 
 def _normalise(predicate: str) -> str:
     """PostgreSQL hands back ``((status)::text = 'active'::text)`` for
-    ``status = 'active'``; drop casts, parentheses and spacing to compare."""
+    ``status = 'active'``, ``<>`` for ``!=`` and ``NOT revoked`` for
+    ``revoked = false``; drop casts, parentheses and spacing to compare."""
     predicate = re.sub(r"::\w+", "", predicate)
+    predicate = re.sub(r"\bNOT\s+\(?(\w+)\)?", r"\1 = false", predicate, flags=re.I)
+    predicate = predicate.replace("<>", "!=")
     return re.sub(r"[()\s]", "", predicate).lower()
 
 
-async def test_partial_index_predicate_matches_the_model(engine):
+# The partial indexes on sessions and their predicates, normalised.
+PARTIAL_INDEXES = {
+    "uq_sessions_active_workspace": "status='active'",
+    "ix_sessions_active_started_id": "status='active'",
+    "ix_sessions_active_user_started_id": "status='active'",
+    "ix_sessions_pending_revoke": "status!='active'andrevoked=false",
+}
+
+
+async def test_partial_index_predicates_match_the_model(engine):
     # compare_metadata looks at an index's columns and uniqueness only, not at
-    # its WHERE clause, so the predicate is compared here.
+    # its WHERE clause, so the predicates are compared here.
     await migrate(engine)
     async with engine.connect() as conn:
         dialect = conn.dialect.name
         indexes = await conn.run_sync(lambda c: inspect(c).get_indexes("sessions"))
-    reflected = next(i for i in indexes if i["name"] == ACTIVE_INDEX)
-    assert reflected["unique"]
-    assert reflected["column_names"] == ["workspace_id"]
-    model_index = next(i for i in Session.__table__.indexes if i.name == ACTIVE_INDEX)
-    expected = str(model_index.dialect_options[dialect]["where"])
-    actual = str(reflected["dialect_options"][f"{dialect}_where"])
-    assert _normalise(actual) == _normalise(expected) == "status='active'"
+    reflected = {i["name"]: i for i in indexes}
+    model = {i.name: i for i in Session.__table__.indexes}
+    partial = {n for n, i in model.items() if i.dialect_options[dialect]["where"] is not None}
+    assert partial == set(PARTIAL_INDEXES)
+    for name, predicate in PARTIAL_INDEXES.items():
+        expected = str(model[name].dialect_options[dialect]["where"])
+        actual = str(reflected[name]["dialect_options"][f"{dialect}_where"])
+        assert _normalise(actual) == _normalise(expected) == predicate, name
+    assert reflected[ACTIVE_INDEX]["unique"]
+    assert reflected[ACTIVE_INDEX]["column_names"] == ["workspace_id"]
 
 
 def workspace(workspace_id: str) -> Workspace:
@@ -121,7 +144,12 @@ def workspace(workspace_id: str) -> Workspace:
     )
 
 
-def session_row(workspace_id: str, status: SessionStatus, user: str = "alice") -> Session:
+def session_row(
+    workspace_id: str,
+    status: SessionStatus,
+    user: str = "alice",
+    end_reason: str = "user_disconnect",
+) -> Session:
     now = utcnow()
     ended = status != SessionStatus.ACTIVE
     return Session(
@@ -134,7 +162,7 @@ def session_row(workspace_id: str, status: SessionStatus, user: str = "alice") -
         status=status,
         started_at=now - timedelta(minutes=5),
         ended_at=now if ended else None,
-        end_reason="user_disconnect" if ended else None,
+        end_reason=end_reason if ended else None,
         ip_address="10.0.0.1",
         port=3389,
         tunnel_status="direct",
@@ -184,6 +212,67 @@ async def test_session_needs_a_known_workspace(engine):
     with pytest.raises(IntegrityError):
         async with session_factory(engine)() as s, s.begin():
             s.add(session_row("ws-nowhere", SessionStatus.ACTIVE))
+
+
+async def test_ended_totals_start_from_the_sessions_already_ended(engine):
+    # Sessions ended before the counters existed are counted by the migration
+    # that adds them; active ones are not.
+    await migrate(engine, "0006")
+    db = session_factory(engine)
+    async with db() as s, s.begin():
+        s.add_all([workspace("ws-a"), workspace("ws-b")])
+    async with db() as s, s.begin():
+        s.add_all(
+            [
+                session_row("ws-a", SessionStatus.DISCONNECTED),
+                session_row("ws-a", SessionStatus.DISCONNECTED),
+                session_row("ws-b", SessionStatus.TERMINATED, end_reason="workspace_stop"),
+                session_row("ws-b", SessionStatus.ACTIVE),
+            ]
+        )
+    await migrate(engine)
+    async with db() as s:
+        assert await counters.ended_totals(s) == {"user_disconnect": 2, "workspace_stop": 1}
+    async with db() as s, s.begin():
+        await counters.add_ended(s, EndReason.WORKSPACE_STOP)
+        await counters.add_ended(s, EndReason.IDLE_TIMEOUT)
+    async with db() as s:
+        assert await counters.ended_totals(s) == {
+            "user_disconnect": 2,
+            "workspace_stop": 2,
+            "idle_timeout": 1,
+        }
+
+
+async def test_sqlite_planner_statistics_are_gathered(engine, database_url):
+    await migrate(engine)
+    async with session_factory(engine)() as s, s.begin():
+        s.add(workspace("ws-a"))
+    async with session_factory(engine)() as s, s.begin():
+        s.add(session_row("ws-a", SessionStatus.ACTIVE))
+    await analyze(engine)  # nothing to do on PostgreSQL (autovacuum's work)
+    if not database_url.startswith("sqlite"):
+        return
+    async with engine.connect() as conn:
+        analyzed = (await conn.exec_driver_sql("SELECT idx FROM sqlite_stat1")).scalars().all()
+    assert "ix_sessions_active_user_started_id" in analyzed
+
+
+async def test_sqlite_broker_gathers_planner_statistics_when_it_starts(
+    start_broker, settings, engine, database_url
+):
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite only")
+    await start_broker(settings)
+    for _ in range(100):  # its first pass runs in the background at start
+        async with engine.connect() as conn:
+            found = await conn.exec_driver_sql(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'"
+            )
+            if found.scalar():
+                return
+        await asyncio.sleep(0.05)
+    pytest.fail("no statistics gathered within 5 s of the start")
 
 
 async def test_sqlite_runs_in_wal_mode_with_the_busy_timeout(engine, database_url):

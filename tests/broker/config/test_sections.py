@@ -156,3 +156,18 @@ def test_bad_trusted_proxy_is_named_at_load(write, bad):
 def test_bad_trusted_proxy_from_the_environment_is_named(write):
     env = {**SECRET_ENV, "BROKER_SERVER_TRUSTED_PROXIES": "10.0.0.0/8,nobody"}
     assert "'server.trusted_proxies[1]'" in refused(write(""), env)
+
+
+# -- database ----------------------------------------------------------------------
+
+
+def test_database_max_overflow_is_read_from_the_file_and_the_environment(write):
+    assert load(write("")).database.max_overflow == 10
+    assert load(write("[database]\nmax_overflow = 0\n")).database.max_overflow == 0
+    env = {**SECRET_ENV, "BROKER_DATABASE_MAX_OVERFLOW": "4"}
+    assert load(write(""), env).database.max_overflow == 4
+
+
+def test_negative_database_max_overflow_is_refused(write):
+    message = refused(write("[database]\nmax_overflow = -1\n"))
+    assert "'database.max_overflow' must be 0 or more" in message

@@ -4,8 +4,8 @@ history) and deletes them in small batches by primary key. Audit entries are
 found through the existing index on ``audit_events.at``.
 
 Revision ID: 0008
-Revises: 0006
-Create Date: 2026-12-10
+Revises: 0007
+Create Date: 2026-12-01
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
