@@ -93,3 +93,26 @@ async def test_unreachable_server_in_chromium_shows_error_and_reconnect(
     assert f"127.0.0.1:{port}" in overlay, overlay
     assert "disconnected" not in overlay.lower(), overlay
     assert await page.is_visible("#reconnect")
+
+
+@pytest.mark.parametrize("protocol", ["vnc", "rdp"])
+async def test_wrong_password_in_chromium_says_the_login_was_refused(
+    real_broker, password_file, token, page, request, protocol
+):
+    """guacd 1.5.5 tells a refused VNC password (a bare ``disconnect``) and a
+    refused RDP NLA login ("Server refused connection") no differently from a
+    server that is down; the broker finds the server answering, and the user
+    reads that the login was refused, with the address and Reconnect."""
+    server = request.getfixturevalue("vnc_server" if protocol == "vnc" else "rdp_nla_server")
+    extra = {"security": "nla", "ignore_cert": True} if protocol == "rdp" else {}
+    api = await real_broker(
+        workspace("ws", protocol, server, password_file=password_file("wrong-pw"), **extra)
+    )
+    await open_viewer_page(page, api, token(), "ws")
+    await page.wait_for_selector("body[data-state=error]", timeout=20000)
+    overlay = await page.inner_text("#overlay")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"real-guacd-wrong-password-{protocol}.png"))
+    assert "The remote desktop refused the username or password." in overlay, overlay
+    assert f"{server.host}:{server.port} answered but refused the login" in overlay, overlay
+    assert await page.is_visible("#reconnect")
