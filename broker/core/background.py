@@ -1,9 +1,10 @@
-"""Periodic background work (revoke retries, and later the reaper and the
-tunnel reconciler), each loop isolated so one failing pass never stops it."""
+"""Periodic background work (revoke retries, the reaper, the tunnel
+reconciler), each loop isolated so one failing pass never stops it."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -11,13 +12,15 @@ log = logging.getLogger(__name__)
 
 
 class Periodic:
-    """Runs ``job`` every ``interval`` seconds until `aclose`."""
+    """Runs ``job`` every ``interval`` seconds until `aclose`; `wake` runs the
+    next pass now."""
 
     def __init__(self, name: str, interval: float, job: Callable[[], Awaitable[object]]) -> None:
         self.name = name
         self._interval = interval
         self._job = job
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
         self.passes = 0
 
     def start(self) -> None:
@@ -25,6 +28,9 @@ class Periodic:
 
     async def _run(self) -> None:
         while True:
+            # Cleared before the pass: a wake during it may come from news the
+            # pass has already missed, so it earns another pass right after.
+            self._wake.clear()
             try:
                 await self._job()
             except asyncio.CancelledError:
@@ -32,7 +38,13 @@ class Periodic:
             except Exception:
                 log.exception("background job %s failed; retrying next pass", self.name)
             self.passes += 1
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+
+    def wake(self) -> None:
+        """Run the next pass now instead of at the end of the interval (once,
+        however many wakes come before it starts)."""
+        self._wake.set()
 
     async def aclose(self) -> None:
         if self._task is not None:
