@@ -6,7 +6,12 @@ check saw (the NetBird service user and its role, group ids, peer and policy
 counts...) only an admin's bearer JWT gets. No address is exempt: behind a
 reverse proxy on the same host every request comes from loopback. A
 presented credential that is not an admin's JWT is a 401/403 like anywhere
-in ``/api``."""
+in ``/api``.
+
+A check can pass while degraded: ``replica_events`` (PostgreSQL) stays ok
+when this replica stops hearing other replicas, and only its detail says
+"degraded since ..."; monitoring without an admin token has
+``broker_event_bus_listening`` in ``/metrics``."""
 
 from __future__ import annotations
 
