@@ -64,6 +64,7 @@ class Measured:
     latency: dict[str, list[float]] = field(default_factory=dict)
     cpu_percent: float = 0.0
     statements_per_minute: float = 0.0
+    statements_by_task: dict[str, float] = field(default_factory=dict)  # a minute
     work_per_minute: float = 0.0  # rows touched (PostgreSQL) or thousands of VM steps (SQLite)
     plans: list[Plan] = field(default_factory=list)
 
@@ -129,7 +130,8 @@ async def measure(kind: str, shape: Shape, args: argparse.Namespace, *, full: bo
         idle = counts1.since(counts0)
         idle.pop("request", None)
         result.cpu_percent = (cpu1 - cpu0) / args.idle_seconds * 100
-        result.statements_per_minute = sum(sum(s.values()) for s in idle.values()) / minutes
+        result.statements_by_task = {w: sum(s.values()) / minutes for w, s in idle.items()}
+        result.statements_per_minute = sum(result.statements_by_task.values())
         if activity0 is not None and activity1 is not None:
             touched = ("tup_returned", "written")
             result.work_per_minute = sum(activity1[k] - activity0[k] for k in touched) / minutes
@@ -184,6 +186,10 @@ def report(kind: str, zero: Measured, full: Measured, args: argparse.Namespace) 
         (work, zero.work_per_minute, full.work_per_minute, ",.0f"),
     ):
         lines.append(f"{label:<40}{format(a, fmt):>12}{format(b, fmt):>12}{ratio(b, a):>8}")
+        if label.startswith("SQL"):
+            for task in sorted(zero.statements_by_task.keys() | full.statements_by_task.keys()):
+                a, b = zero.statements_by_task.get(task, 0), full.statements_by_task.get(task, 0)
+                lines.append(f"{'  by ' + task:<40}{a:>12.0f}{b:>12.0f}{ratio(b, a):>8}")
     lines += ["", f"== {kind}: plans at N = {n:,} ==", ""]
     lines += render(full.plans)
     return lines
