@@ -61,7 +61,9 @@ MAINTENANCE = "postgresql://postgres@127.0.0.1:5432/postgres"
 class Measured:
     rows: int
     seeded: float = 0.0
-    latency: dict[str, list[float]] = field(default_factory=dict)
+    # Each route's milliseconds by (the name the table shows, its label): the
+    # names of the indented filters repeat (``?user=<id>``), the labels do not.
+    latency: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     cpu_percent: float = 0.0
     statements_per_minute: float = 0.0
     statements_by_task: dict[str, float] = field(default_factory=dict)  # a minute
@@ -106,10 +108,11 @@ async def measure(kind: str, shape: Shape, args: argparse.Namespace, *, full: bo
             client = Client(http, broker.base)
             print(f"{kind}: timing the routes at {rows:,}", file=sys.stderr, flush=True)
             launch, end = await client.launches(args.requests)
-            result.latency["POST launch"], result.latency["POST disconnect"] = launch, end
+            result.latency["POST launch", "launch"] = launch
+            result.latency["POST disconnect", "disconnect"] = end
             listed = routes(await anchors(db), shape.probe_workspace())
             for route in listed:
-                result.latency[route.name] = await client.timed(route, args.requests)
+                result.latency[route.name, route.label] = await client.timed(route, args.requests)
             if full:
                 before = await broker.counts()
                 await client.launches(1)
@@ -163,8 +166,8 @@ def report(kind: str, zero: Measured, full: Measured, args: argparse.Namespace) 
         f"{'route (' + str(args.requests) + ' requests each, ms)':<40}"
         f"{'p50 0':>9}{'p50 N':>9}{'N/0':>7}{'p99 0':>10}{'p99 N':>9}{'N/0':>7}",
     ]
-    for name, values in full.latency.items():
-        at0, atn = zero.latency[name], values
+    for (name, label), atn in full.latency.items():
+        at0 = zero.latency[name, label]
         p50 = percentile(at0, 50), percentile(atn, 50)
         p99 = percentile(at0, 99), percentile(atn, 99)
         lines.append(

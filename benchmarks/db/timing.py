@@ -41,6 +41,7 @@ class Anchors:
 
 
 def routes(anchors: Anchors, workspace: str) -> list[Route]:
+    """Each route once; their labels are unique (the benchmark keys by them)."""
     return [
         Route("GET /api/sessions", "/api/sessions"),
         Route("GET /api/sessions?before= (deep)", f"/api/sessions?before={anchors.user_deep}"),

@@ -38,6 +38,8 @@ async def test_the_database_benchmark_runs_and_prints_its_table() -> None:
         "GET /metrics",
     ):
         assert route in rows, text
+    # Every route has its row (the sessions' and the audit's user= filters both).
+    assert sum(line.startswith("  ?user=<id> ") for line in text.splitlines()) == 2, text
     assert "CPU, % of one core" in text and "SQL statements / min" in text
     # The plans of what the broker ran at N, per route.
     assert "== sqlite: plans at N = 300 ==" in text
