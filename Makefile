@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: run test quick install system-deps lint typecheck unit test-pg bench chaos fuzz soak clean
+.PHONY: run test quick install system-deps lint typecheck unit test-pg bench bench-db chaos fuzz soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ test-pg: install
 bench: install
 	$(BIN)/python -m benchmarks.codec_bench
 	$(BIN)/python -m benchmarks.relay_bench
+
+## What history costs: routes, idle work and query plans at 0 and at 1M (PostgreSQL)
+## / 100k (SQLite) seeded sessions, in databases made and dropped here (ARGS= to change).
+bench-db: install
+	$(BIN)/python -m benchmarks.db $(ARGS)
 
 ## The full chaos run: a broker killed 50 times under load, then every invariant checked.
 chaos: install

@@ -235,6 +235,10 @@ def _start_background(stack: AsyncExitStack, broker: Broker) -> None:
         await reap_once(broker.sessions, broker.settings, broker.streams)
 
     reaper = Periodic("reaper", broker.settings.limits.reaper_interval_seconds, reap_pass)
+    if isinstance(broker.events, PgEventBus):
+        # Events published while this replica was not listening are lost: its
+        # sweep closes those sessions' streams now, not an interval later.
+        broker.events.on_resumed(reaper.wake)
     retention = broker.settings.retention
     pruner = Pruner(broker.engine, broker.db, retention)
     # The first run waits up to a minute: a start (migrations, seeding, the

@@ -5,6 +5,7 @@ one failing pass never stops it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -13,7 +14,8 @@ log = logging.getLogger(__name__)
 
 class Periodic:
     """Runs ``job`` every ``interval`` seconds until `aclose`, the first time
-    after ``first_delay`` seconds (at once by default)."""
+    after ``first_delay`` seconds (at once by default); `wake` runs the next
+    pass now."""
 
     def __init__(
         self,
@@ -28,6 +30,7 @@ class Periodic:
         self._job = job
         self._first_delay = first_delay
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
         self.passes = 0
 
     def start(self) -> None:
@@ -37,6 +40,9 @@ class Periodic:
         if self._first_delay > 0:
             await asyncio.sleep(self._first_delay)
         while True:
+            # Cleared before the pass: a wake during it may come from news the
+            # pass has already missed, so it earns another pass right after.
+            self._wake.clear()
             try:
                 await self._job()
             except asyncio.CancelledError:
@@ -44,7 +50,13 @@ class Periodic:
             except Exception:
                 log.exception("background job %s failed; retrying next pass", self.name)
             self.passes += 1
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+
+    def wake(self) -> None:
+        """Run the next pass now instead of at the end of the interval (once,
+        however many wakes come before it starts)."""
+        self._wake.set()
 
     async def aclose(self) -> None:
         if self._task is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,19 @@ class SessionEnded:
 
 
 Listener = Callable[[SessionEnded], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class BusState:
+    """How delivery from other replicas stands, for readiness and metrics.
+
+    ``down_since`` is when this replica stopped hearing other replicas (or
+    started without hearing them yet); None while it hears them.
+    ``disconnects`` counts the listening connections lost since start."""
+
+    listening: bool
+    down_since: datetime | None
+    disconnects: int
 
 
 class EventBus:
@@ -40,3 +54,7 @@ class EventBus:
                 await listener(event)
             except Exception:
                 log.exception("session event listener failed")
+
+    def state(self) -> BusState | None:
+        """None: delivery is in-process and cannot be lost."""
+        return None

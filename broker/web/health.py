@@ -6,7 +6,12 @@ check saw (the NetBird service user and its role, group ids, peer and policy
 counts...) only an admin's bearer JWT gets. No address is exempt: behind a
 reverse proxy on the same host every request comes from loopback. A
 presented credential that is not an admin's JWT is a 401/403 like anywhere
-in ``/api``."""
+in ``/api``.
+
+A check can pass while degraded: ``replica_events`` (PostgreSQL) stays ok
+when this replica stops hearing other replicas, and only its detail says
+"degraded since ..."; monitoring without an admin token has
+``broker_event_bus_listening`` in ``/metrics``."""
 
 from __future__ import annotations
 
@@ -19,12 +24,14 @@ from aiohttp import web
 from sqlalchemy import text
 
 from broker.core.errors import Forbidden
+from broker.core.events import BusState
 from broker.core.models import EndReason, SessionStatus
 from broker.core.queries import SessionCounts
 from broker.core.runtime import Broker
 from broker.core.workspaces import uses_guacd
 from broker.web.http import broker_of, json_response, metrics_of, principal
 from broker.web.metrics import Labels, counter_lines, gauge_lines
+from broker.web.serialize import iso
 from protocols.guacd_pool import EndpointHealth
 from tunnels.base import Check
 
@@ -74,11 +81,34 @@ def guacd_check(broker: Broker) -> list[Check]:
     return [Check("guacd", pool.healthy(), detail)]
 
 
+def events_check(broker: Broker) -> list[Check]:
+    """Whether this replica hears sessions ended on other replicas (PostgreSQL
+    only). Not hearing them is degraded, not unready: every call still works,
+    and the reaper's sweep still closes those sessions' streams here, only
+    later (up to ``limits.reaper_interval_seconds``)."""
+    state = broker.events.state()
+    if state is None:
+        return []
+    lost = f"{state.disconnects} listening connection(s) lost since start"
+    if state.down_since is None:
+        return [Check("replica_events", True, f"listening; {lost}")]
+    every = broker.settings.limits.reaper_interval_seconds
+    since = iso(state.down_since)
+    return [
+        Check(
+            "replica_events",
+            True,
+            f"degraded since {since}: not listening to other replicas; {lost}",
+            warning=f"streams of sessions ended elsewhere close at the sweep (every {every:g} s)",
+        )
+    ]
+
+
 async def readiness(broker: Broker) -> tuple[bool, dict[str, Any]]:
     results = await asyncio.gather(
         _bounded("database", _database(broker)), _bounded("tunnel", _tunnel(broker))
     )
-    checks = [c for group in results for c in group] + guacd_check(broker)
+    checks = [c for group in results for c in group] + guacd_check(broker) + events_check(broker)
     if broker.draining:
         checks.append(Check("draining", False, "shutting down"))
     ok = all(c.ok for c in checks)
@@ -122,6 +152,9 @@ async def metrics(request: web.Request) -> web.Response:
     lines += gauge_lines("broker_up", "1 while the broker serves.", {(): 1.0})
     if broker.guacd is not None:
         lines += _guacd_metrics(broker.guacd.states())
+    bus = broker.events.state()
+    if bus is not None:
+        lines += _event_bus_metrics(bus)
     tasks: dict[Labels, float] = {(): float(len(asyncio.all_tasks()))}
     lines += gauge_lines("broker_asyncio_tasks", "asyncio tasks alive in this process.", tasks)
     return web.Response(
@@ -170,6 +203,21 @@ def _guacd_metrics(states: list[EndpointHealth]) -> list[str]:
             "broker_guacd_failures_total",
             "Failed health checks and connections before ready, per guacd.",
             failures,
+        ),
+    ]
+
+
+def _event_bus_metrics(state: BusState) -> list[str]:
+    return [
+        *gauge_lines(
+            "broker_event_bus_listening",
+            "1 while this replica hears sessions ended on other replicas (PostgreSQL LISTEN).",
+            {(): float(state.listening)},
+        ),
+        *counter_lines(
+            "broker_event_bus_disconnects_total",
+            "Listening connections for other replicas' events lost since start.",
+            {(): float(state.disconnects)},
         ),
     ]
 
