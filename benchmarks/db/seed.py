@@ -9,10 +9,13 @@ recursive CTE) in chunks, so a million sessions take a minute or two:
   them active;
 - 1 % of the sessions active, each on a workspace of its own (the database
   allows one active session per workspace), so there are N/100 workspaces;
-- the ended ones spread over two years, ended by the user or a workspace
-  stop, their grants revoked;
+- the ended ones spread over the last 85 days (inside the default
+  ``[retention] sessions_days`` of 90, so the pruner finds nothing to remove
+  and N stays N while it is measured), ended by the user or a workspace stop,
+  their grants revoked;
 - two audit entries per session (the launch, and the end or the grant), in
-  time order, and one viewer token per session.
+  time order; a viewer token for each active session and each ended in the
+  last day (what the pruner leaves with ``viewer_tokens_hours = 24``).
 
 Seeded sessions are not counted in any counter the broker keeps elsewhere
 (they were never "ended" by a broker); only the tables are filled.
@@ -34,7 +37,8 @@ from broker.core.db import create_engine, migrate
 HEAVY_USER = "user-heavy"
 HEAVY_EMAIL = f"{HEAVY_USER}@example.com"
 USERS = 999  # plus the heavy one
-TWO_YEARS = 2 * 365 * 86400
+HISTORY = 85 * 86400
+TOKENS_KEPT = 86400  # viewer tokens of sessions ended this long ago are pruned
 CHUNK = 100_000
 
 
@@ -64,7 +68,7 @@ class Shape:
     @property
     def step(self) -> int:
         """Seconds between two ended sessions' starts."""
-        return max(1, TWO_YEARS // max(1, self.rows))
+        return max(1, HISTORY // max(1, self.rows))
 
     def probe_workspace(self) -> str:
         """A workspace with about the average number of sessions (for ``workspace=``)."""
@@ -225,7 +229,7 @@ def _tokens(shape: Shape, sql: Sql, now: int, lo: int, hi: int) -> str:
             mfa_verified, expires_at)
         SELECT {sql.hex("x", 64)}, id, user_id, started_at, NULL, '[]',
                {sql.bool("1 = 0")}, {sql.bool("1 = 1")}, started_at
-        FROM s"""
+        FROM s WHERE ended_at IS NULL OR ended_at >= {sql.ts(str(now - TOKENS_KEPT))}"""
 
 
 # -- the databases -----------------------------------------------------------------

@@ -239,7 +239,10 @@ class Pruner:
                 ids = list(
                     (
                         await db.scalars(
-                            select(Session.id).where(*gone).limit(self._settings.batch_size)
+                            select(Session.id)
+                            .where(*gone)
+                            .order_by(Session.ended_at)  # oldest first, along its index
+                            .limit(self._settings.batch_size)
                         )
                     ).all()
                 )
