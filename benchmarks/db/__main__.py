@@ -92,16 +92,18 @@ async def anchors(db: Database) -> Anchors:
 
 
 async def measure(kind: str, shape: Shape, args: argparse.Namespace, *, full: bool) -> Measured:
-    """One run: a fresh database with ``shape.rows`` sessions (none unless
-    ``full``), the broker started on it, timed, left idle and stopped."""
+    """One run: a fresh database with ``shape.rows`` sessions (unless ``full``
+    only their active ones: "0" is no history, the same sessions running), the
+    broker started on it, timed, left idle and stopped."""
     rows = shape.rows if full else 0
     result = Measured(rows)
     folder = Path(tempfile.mkdtemp(prefix=f"bench-db-{kind}-"))
     db = await create(kind, "n" if full else "0", args)
     broker = CountedBroker(folder, db.url)
     try:
-        print(f"{kind}: seeding {rows:,} sessions", file=sys.stderr, flush=True)
-        result.seeded = await db.seed(shape, sessions=full)
+        what = f"{rows:,} sessions" if full else "the active sessions only"
+        print(f"{kind}: seeding {what}", file=sys.stderr, flush=True)
+        result.seeded = await db.seed(shape, history=full)
         await broker.start()
         per_use: dict[str, dict[str, int]] = {}
         async with aiohttp.ClientSession() as http:
@@ -162,6 +164,7 @@ def report(kind: str, zero: Measured, full: Measured, args: argparse.Namespace) 
     lines = [
         "",
         f"== {kind}: 0 and N = {seeded} ({os.cpu_count()} CPU cores) ==",
+        "(0: no history, only the N run's active sessions; N: those and the ended history)",
         "",
         f"{'route (' + str(args.requests) + ' requests each, ms)':<40}"
         f"{'p50 0':>9}{'p50 N':>9}{'N/0':>7}{'p99 0':>10}{'p99 N':>9}{'N/0':>7}",

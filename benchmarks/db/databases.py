@@ -29,7 +29,7 @@ class Database(Protocol):
     kind: str
     url: str  # the broker's (SQLAlchemy) URL
 
-    async def seed(self, shape: Shape, *, sessions: bool) -> float: ...
+    async def seed(self, shape: Shape, *, history: bool) -> float: ...
 
     async def value(self, sql: str) -> Any: ...
 
@@ -61,8 +61,8 @@ class Postgres:
         await migrated(db.url)
         return db
 
-    async def seed(self, shape: Shape, *, sessions: bool) -> float:
-        seconds = await seed_postgres(self._dsn, shape, Progress(), sessions=sessions)
+    async def seed(self, shape: Shape, *, history: bool) -> float:
+        seconds = await seed_postgres(self._dsn, shape, Progress(), history=history)
         self._conn = await asyncpg.connect(self._dsn)
         return seconds
 
@@ -106,8 +106,8 @@ class Sqlite:
         await migrated(db.url)
         return db
 
-    async def seed(self, shape: Shape, *, sessions: bool) -> float:
-        seconds = seed_sqlite(self.path, shape, Progress(), sessions=sessions)
+    async def seed(self, shape: Shape, *, history: bool) -> float:
+        seconds = seed_sqlite(self.path, shape, Progress(), history=history)
         self._conn = sqlite3.connect(self.path, isolation_level=None)
         return seconds
 

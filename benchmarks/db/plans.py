@@ -42,7 +42,7 @@ class Plan:
         # SQLite's plain ``SCAN audit_events`` under ``ORDER BY id DESC LIMIT``
         # walks the table in rowid order (its primary key) and stops at the
         # LIMIT: newest first, one page read, however long the log.
-        if "ORDER BY audit_events.id DESC LIMIT" in self.statement:
+        if "ORDER BY audit_events.id DESC LIMIT" in " ".join(self.statement.split()):
             found.discard("audit_events")
         return sorted(found)
 

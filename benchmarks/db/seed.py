@@ -114,18 +114,20 @@ class Sql:
 
 
 def statements(
-    shape: Shape, dialect: str, now: int, *, sessions: bool = True
+    shape: Shape, dialect: str, now: int, *, history: bool = True
 ) -> list[tuple[str, str]]:
-    """(what, SQL) to run in order: the workspaces, then (unless not
-    ``sessions``) the sessions and their rows chunk by chunk."""
+    """(what, SQL) to run in order: the workspaces, then the sessions and their
+    rows chunk by chunk; without ``history`` only the active sessions (and
+    their rows), so that "0" and "N" differ by the ended history alone."""
     sql = Sql(dialect)
+    only = "" if history else " WHERE status = 'active'"
     out = [("workspaces", _workspaces(shape, sql, now))]
-    for lo in range(0, shape.rows if sessions else 0, CHUNK):
+    for lo in range(0, shape.rows, CHUNK):
         hi = min(shape.rows, lo + CHUNK) - 1
         out += [
-            (f"sessions {lo:,}..{hi:,}", _sessions(shape, sql, now, lo, hi)),
-            (f"audit entries {lo:,}..{hi:,}", _audit(shape, sql, now, lo, hi)),
-            (f"viewer tokens {lo:,}..{hi:,}", _tokens(shape, sql, now, lo, hi)),
+            (f"sessions {lo:,}..{hi:,}", _sessions(shape, sql, now, lo, hi) + only),
+            (f"audit entries {lo:,}..{hi:,}", _audit(shape, sql, now, lo, hi) + only),
+            (f"viewer tokens {lo:,}..{hi:,}", _tokens(shape, sql, now, lo, hi, history)),
         ]
     return out
 
@@ -221,7 +223,8 @@ def _audit(shape: Shape, sql: Sql, now: int, lo: int, hi: int) -> str:
         FROM s"""
 
 
-def _tokens(shape: Shape, sql: Sql, now: int, lo: int, hi: int) -> str:
+def _tokens(shape: Shape, sql: Sql, now: int, lo: int, hi: int, history: bool) -> str:
+    recent = f"ended_at >= {sql.ts(str(now - TOKENS_KEPT))}" if history else "1 = 0"
     return f"""
         WITH {sql.series(lo, hi)}, {_rows(shape, sql, now)}
         INSERT INTO viewer_tokens (
@@ -229,7 +232,7 @@ def _tokens(shape: Shape, sql: Sql, now: int, lo: int, hi: int) -> str:
             mfa_verified, expires_at)
         SELECT {sql.hex("x", 64)}, id, user_id, started_at, NULL, '[]',
                {sql.bool("1 = 0")}, {sql.bool("1 = 1")}, started_at
-        FROM s WHERE ended_at IS NULL OR ended_at >= {sql.ts(str(now - TOKENS_KEPT))}"""
+        FROM s WHERE ended_at IS NULL OR {recent}"""
 
 
 # -- the databases -----------------------------------------------------------------
@@ -244,7 +247,7 @@ async def migrated(url: str) -> None:
         await engine.dispose()
 
 
-async def seed_postgres(dsn: str, shape: Shape, say: Progress, *, sessions: bool) -> float:
+async def seed_postgres(dsn: str, shape: Shape, say: Progress, *, history: bool) -> float:
     """Seed over ``dsn`` (asyncpg form); then ``VACUUM ANALYZE``, as autovacuum
     would have done in a database that grew to this size. Returns seconds."""
     started = time.monotonic()
@@ -255,7 +258,7 @@ async def seed_postgres(dsn: str, shape: Shape, say: Progress, *, sessions: bool
         with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
             await conn.execute("SET session_replication_role = replica")
         now = int(time.time())
-        for what, sql in statements(shape, "postgresql", now, sessions=sessions):
+        for what, sql in statements(shape, "postgresql", now, history=history):
             await conn.execute(sql)
             say(what)
         await conn.execute("VACUUM ANALYZE")
@@ -264,13 +267,13 @@ async def seed_postgres(dsn: str, shape: Shape, say: Progress, *, sessions: bool
     return time.monotonic() - started
 
 
-def seed_sqlite(path: Path, shape: Shape, say: Progress, *, sessions: bool) -> float:
+def seed_sqlite(path: Path, shape: Shape, say: Progress, *, history: bool) -> float:
     """Seed the file at ``path``. No ``ANALYZE``: the broker never runs one, so
     a real SQLite file that grew to this size has no statistics either."""
     started = time.monotonic()
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        for what, sql in statements(shape, "sqlite", int(time.time()), sessions=sessions):
+        for what, sql in statements(shape, "sqlite", int(time.time()), history=history):
             conn.execute("BEGIN")
             conn.execute(sql)
             conn.execute("COMMIT")
