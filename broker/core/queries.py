@@ -84,14 +84,10 @@ def listings(f: SessionFilter, *, limit: int, after: Anchor | None = None) -> li
 def listing(f: SessionFilter, *, limit: int, after: Anchor | None = None) -> Select[Session]:
     """`listings` as one statement, for plans (`broker.core.plans`): with
     ``f.user`` the two branches merged in SQL (a row matching both comes once)."""
-    if f.user is None:
-        return _newest(Session, _conditions(f, after), limit)
-    by_id = _conditions(f, after) + [Session.user_id == f.user]
-    by_email = _conditions(f, after) + [Session.user_email == f.user, Session.user_id != f.user]
-    merged = union_all(
-        _newest(Session, by_id, limit).subquery().select(),
-        _newest(Session, by_email, limit).subquery().select(),
-    ).subquery()
+    parts = listings(f, limit=limit, after=after)
+    if len(parts) == 1:
+        return parts[0]
+    merged = union_all(*(part.subquery().select() for part in parts)).subquery()
     return _newest(aliased(Session, merged), [], limit)
 
 

@@ -193,7 +193,7 @@ class Relay:
         self._held_mask: tuple[str, ...] | None = None
         self._allowed = allowed
         self._diagnosis = diagnosis or Undiagnosed()
-        self._leaving = False  # the viewer sent ``disconnect``
+        self._viewer_left = False  # the viewer sent ``disconnect``
         self._nudge_interval = nudge_interval
         self._streams: dict[str, str] = {}  # the browser's open streams: index -> opener
         self._on_input = on_input
@@ -277,8 +277,11 @@ class Relay:
                     return await self._unreachable_workspace(scanner, frame)
                 if scanner.error_at is not None and _not_reached(scanner):
                     return await self._upstream_not_found(scanner, frame)
-                if scanner.disconnect_at is not None and not self._leaving:
-                    self._leaving = True  # asked once: later frames pass
+                if (
+                    scanner.disconnect_at is not None
+                    and scanner.disconnect_at >= scanner.taken - len(frame)  # in this frame
+                    and not self._viewer_left
+                ):
                     frame, ending = await self._remote_disconnect(scanner, frame)
                     if ending is not None:
                         return ending
@@ -394,7 +397,7 @@ class Relay:
         if opcode in ("mouse", "key"):
             self._touch()
         elif opcode == "disconnect":
-            self._leaving = True  # guacd's own ``disconnect`` answers it
+            self._viewer_left = True  # guacd's own ``disconnect`` answers it
         data = text.encode()
         if self._held is not None and not early:
             self._hold(instruction, data)
