@@ -18,7 +18,17 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Select, func, literal, select, tuple_, union_all
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlalchemy.orm import aliased
 
@@ -38,6 +48,43 @@ from tunnels.base import TunnelStatus
 SESSION_NOT_FOUND = "Session not found"
 
 Timing = tuple[str, str, datetime, datetime, datetime]
+# (id, workspace, started, last input, last viewer, first failed connect or None)
+Candidate = tuple[str, str, datetime, datetime, datetime, datetime | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Deadlines:
+    """The reaper's question for one group of workspaces: the active sessions
+    started, last watched or last used at or before these moments (None: that
+    limit is off for the group). ``workspaces`` are the group's ids, or, with
+    ``others``, every workspace but those."""
+
+    workspaces: frozenset[str]
+    others: bool = False
+    started: datetime | None = None
+    viewer: datetime | None = None
+    input: datetime | None = None
+
+    def condition(self) -> ColumnElement[bool] | None:
+        passed = [
+            column <= at
+            for column, at in (
+                (Session.started_at, self.started),
+                (Session.last_viewer_at, self.viewer),
+                (Session.last_activity_at, self.input),
+            )
+            if at is not None
+        ]
+        if not passed:
+            return None
+        scope = (
+            Session.workspace_id.not_in(self.workspaces)
+            if self.others
+            else Session.workspace_id.in_(self.workspaces)
+        )
+        if self.others and not self.workspaces:
+            return or_(*passed)
+        return and_(scope, or_(*passed))
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +282,19 @@ class SessionQueries:
             )
             return [tuple(r) for r in rows.all()]  # type: ignore[misc]
 
+    async def reap_candidates(
+        self, groups: Sequence[Deadlines], failing: tuple[Collection[str], datetime] | None
+    ) -> list[Candidate]:
+        """The active sessions past one of their group's deadlines, or (guacd
+        workspaces ``failing[0]``) failing to connect since ``failing[1]`` or
+        earlier: only those rows, so a pass costs the sessions due, not every
+        active one (`reap_statement`)."""
+        statement = reap_statement(groups, failing)
+        if statement is None:
+            return []
+        async with self._db() as db:
+            return [tuple(r) for r in (await db.execute(statement)).all()]  # type: ignore[misc]
+
     async def connect_failures(self) -> dict[str, datetime]:
         """Active sessions whose viewers failed to connect since their last
         success: id -> the first such failure."""
@@ -297,3 +357,26 @@ class SessionQueries:
         """Ended sessions whose grant is not yet removed, oldest end first."""
         async with self._db() as db:
             return list((await db.scalars(pending_revoke_ids(limit))).all())
+
+
+def reap_statement(
+    groups: Sequence[Deadlines], failing: tuple[Collection[str], datetime] | None
+) -> Select[str, str, datetime, datetime, datetime, datetime | None] | None:
+    """The reaper's one read (None when no limit is on): active sessions
+    matching any group's deadlines or failing to connect for too long."""
+    due = [c for c in (g.condition() for g in groups) if c is not None]
+    if failing is not None and failing[0]:
+        ids, since = failing
+        due.append(
+            and_(Session.workspace_id.in_(list(ids)), Session.connect_failing_since <= since)
+        )
+    if not due:
+        return None
+    return select(
+        Session.id,
+        Session.workspace_id,
+        Session.started_at,
+        Session.last_activity_at,
+        Session.last_viewer_at,
+        Session.connect_failing_since,
+    ).where(is_active(), or_(*due))

@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from broker.config import LimitSettings, Settings, effective_limit
+from broker.config import LimitSettings, Settings, WorkspaceConfig, effective_limit
 from broker.core.audit import Actor
 from broker.core.models import EndReason, utcnow
+from broker.core.queries import Deadlines
 from broker.core.sessions import SessionService
 from broker.core.streams import OpenStreams, ending_for
 from broker.core.workspaces import uses_guacd
@@ -77,26 +78,66 @@ def due_reason(
     return None
 
 
+def deadlines(settings: Settings, now: datetime) -> list[Deadlines]:
+    """The reaper's question per group of workspaces sharing the same limits:
+    the configured workspaces whose own limits differ from the defaults, by
+    their limits, then every other workspace (unconfigured ones included)
+    with the defaults."""
+    limits = settings.limits
+    default = _limits(limits, (0, 0, 0))
+    groups: dict[tuple[int, int, int], set[str]] = {}
+    for ws in settings.workspaces:
+        own = _limits(limits, _overrides(ws))
+        if own != default:
+            groups.setdefault(own, set()).add(ws.id)
+    special = frozenset(i for ids in groups.values() for i in ids)
+    out = [_deadlines(frozenset(ids), own, now) for own, ids in groups.items()]
+    out.append(_deadlines(special, default, now, others=True))
+    return out
+
+
+def _overrides(ws: WorkspaceConfig | None) -> tuple[int, int, int]:
+    if ws is None:
+        return (0, 0, 0)
+    return (ws.max_session_seconds, ws.idle_no_viewer_seconds, ws.idle_no_input_seconds)
+
+
+def _limits(limits: LimitSettings, overrides: tuple[int, int, int]) -> tuple[int, int, int]:
+    return (
+        effective_limit(overrides[0], limits.max_session_seconds),
+        effective_limit(overrides[1], limits.idle_no_viewer_seconds),
+        effective_limit(overrides[2], limits.idle_no_input_seconds),
+    )
+
+
+def _deadlines(
+    ids: frozenset[str], own: tuple[int, int, int], now: datetime, *, others: bool = False
+) -> Deadlines:
+    def before(seconds: int) -> datetime | None:
+        return now - timedelta(seconds=seconds) if seconds else None
+
+    return Deadlines(ids, others, before(own[0]), before(own[1]), before(own[2]))
+
+
 async def due_sessions(sessions: SessionService, settings: Settings, now: datetime) -> list[Due]:
+    """The sessions past a limit, read by one statement that returns only them
+    (`broker.core.queries.reap_statement`), each then judged by `due_reason`."""
+    failing = None
+    if settings.limits.connect_failed_seconds > 0:
+        guacd = [ws.id for ws in settings.workspaces if uses_guacd(ws)]
+        failing = (guacd, now - timedelta(seconds=settings.limits.connect_failed_seconds))
+    found = await sessions.queries.reap_candidates(deadlines(settings, now), failing)
+    configured = {ws.id: ws for ws in settings.workspaces}
     due = []
-    failing = await sessions.queries.connect_failures()
-    for (
-        sid,
-        workspace_id,
-        started,
-        last_input,
-        last_viewer,
-    ) in await sessions.queries.active_timings():
-        ws = settings.workspace(workspace_id)
-        overrides = (
-            (ws.max_session_seconds, ws.idle_no_viewer_seconds, ws.idle_no_input_seconds)
-            if ws is not None
-            else (0, 0, 0)
+    for sid, workspace_id, started, last_input, last_viewer, since in found:
+        ws = configured.get(workspace_id)
+        if ws is None or not uses_guacd(ws):
+            since = None
+        why = due_reason(
+            settings.limits, _overrides(ws), now, started, last_input, last_viewer, since
         )
-        since = failing.get(sid) if ws is not None and uses_guacd(ws) else None
-        found = due_reason(settings.limits, overrides, now, started, last_input, last_viewer, since)
-        if found is not None:
-            due.append(Due(sid, *found))
+        if why is not None:
+            due.append(Due(sid, *why))
     return due
 
 

@@ -3,6 +3,7 @@ idle without input, and concurrent sessions per user."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -149,3 +150,61 @@ async def test_input_keeps_a_session_from_idling(start_broker, make_settings, gu
     after = {sid: li for sid, _, _, li, _ in await broker.queries.active_timings()}
     assert after[launched["session_id"]] > before[launched["session_id"]]
     await ws.close()
+
+
+async def test_each_workspace_is_reaped_by_its_own_limits(start_broker, make_settings, token):
+    """The reaper asks the database only for sessions past a deadline, per
+    group of workspaces sharing limits: a stricter workspace, one with every
+    limit off, one on the defaults, and one no longer configured (defaults)."""
+    settings = make_settings(
+        "\n[limits]\nreaper_interval_seconds = 3600\nmax_session_seconds = 3600\n"
+        "idle_no_viewer_seconds = 600\nidle_no_input_seconds = 1800\n",
+        workspaces="""
+[[workspaces]]
+id = "strict"
+name = "Strict"
+type = "linux"
+max_session_seconds = 60
+
+[[workspaces]]
+id = "unlimited"
+name = "Unlimited"
+type = "linux"
+max_session_seconds = -1
+idle_no_viewer_seconds = -1
+idle_no_input_seconds = -1
+
+[[workspaces]]
+id = "plain"
+name = "Plain"
+type = "linux"
+
+[[workspaces]]
+id = "removed"
+name = "Removed later"
+type = "linux"
+""",
+    )
+    api = Api(await start_broker(settings))
+    broker = api.client.app[BROKER]
+    ids = {}
+    for n, ws in enumerate(["strict", "unlimited", "plain", "removed"]):
+        ids[(await api.launch(ws, token(f"user-{n}"))).body["session_id"]] = ws
+    # The "removed" workspace leaves the configuration: its session keeps the defaults.
+    kept = replace(broker.settings, workspaces=broker.settings.workspaces[:3])
+    now = datetime.now(UTC)
+
+    async def reaped(later: timedelta) -> dict[str, EndReason]:
+        done = await reap_once(broker.sessions, kept, broker.streams, now + later)
+        return {ids[d.session_id]: d.reason for d in done}
+
+    assert await reaped(timedelta(seconds=30)) == {}
+    assert await reaped(timedelta(seconds=61)) == {"strict": EndReason.MAX_DURATION}
+    assert await reaped(timedelta(minutes=9)) == {}
+    assert await reaped(timedelta(minutes=11)) == {
+        "plain": EndReason.IDLE_TIMEOUT,
+        "removed": EndReason.IDLE_TIMEOUT,
+    }
+    assert await reaped(timedelta(days=400)) == {}
+    active = (await api.get("/api/sessions/active", token("user-1"))).body
+    assert [s["workspace_id"] for s in active] == ["unlimited"]
