@@ -1,9 +1,11 @@
 """Session events between the parts of one broker (and, later, between replicas).
 
-The session state machine publishes `SessionEnded` after the change is
-committed; the viewer relay subscribes to close the stream it holds. Delivery
-is in-process here; a PostgreSQL ``LISTEN/NOTIFY`` bus can implement the same
-interface for several replicas, with a periodic sweep covering lost events.
+The session state machine announces `SessionEnded` inside the transaction
+that ends the session (other replicas hear of it on commit, and only then)
+and delivers it to this replica's listeners after the commit; the viewer
+relay subscribes to close the stream it holds. Delivery is in-process here;
+`broker.core.pgevents` carries it between replicas with PostgreSQL's
+``LISTEN/NOTIFY``, with a periodic sweep covering lost events.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+
+from broker.core.db import DbSession
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +51,24 @@ class EventBus:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
-    async def publish(self, event: SessionEnded) -> None:
-        """Deliver to every listener; one failing listener never stops the others."""
+    async def announce(self, db: DbSession, event: SessionEnded) -> None:
+        """Inside the transaction that makes ``event`` true: tell the other
+        replicas when it commits (and only if it does). Nothing to do when
+        delivery is in-process; `deliver` follows the commit."""
+
+    async def deliver(self, event: SessionEnded) -> None:
+        """Deliver to this replica's listeners; one failing listener never
+        stops the others."""
         for listener in list(self._listeners):
             try:
                 await listener(event)
             except Exception:
                 log.exception("session event listener failed")
+
+    async def publish(self, event: SessionEnded) -> None:
+        """`deliver` here, and to other replicas in a transaction of its own
+        (for an event whose change committed without `announce`)."""
+        await self.deliver(event)
 
     def state(self) -> BusState | None:
         """None: delivery is in-process and cannot be lost."""

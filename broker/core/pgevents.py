@@ -40,6 +40,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from broker.core.db import DbSession
 from broker.core.events import BusState, EventBus, SessionEnded
 from broker.core.models import utcnow
 
@@ -94,9 +95,21 @@ class PgEventBus(EventBus):
         listening = self.listening.is_set()
         return BusState(listening, None if listening else self._down_since, self._disconnects)
 
+    async def announce(self, db: DbSession, event: SessionEnded) -> None:
+        """``pg_notify`` in the caller's transaction: PostgreSQL sends it on
+        commit, so other replicas hear of the change exactly when it is true,
+        at no extra round trip or commit."""
+        await db.execute(
+            text("SELECT pg_notify(:channel, :payload)"),
+            {"channel": CHANNEL, "payload": self._payload(event)},
+        )
+
+    def _payload(self, event: SessionEnded) -> str:
+        return json.dumps({"o": self._origin, "s": event.session_id, "r": event.reason})
+
     async def publish(self, event: SessionEnded) -> None:
-        await super().publish(event)
-        payload = json.dumps({"o": self._origin, "s": event.session_id, "r": event.reason})
+        await self.deliver(event)
+        payload = self._payload(event)
         try:
             async with self._engine.begin() as conn:
                 await conn.execute(
@@ -194,7 +207,7 @@ class PgEventBus(EventBus):
         except (ValueError, KeyError, TypeError):
             return
         if origin != self._origin:
-            task = asyncio.ensure_future(EventBus.publish(self, event))
+            task = asyncio.ensure_future(self.deliver(event))
             task.add_done_callback(lambda t: t.exception())
 
     async def aclose(self) -> None:

@@ -43,10 +43,11 @@ class Revokes:
     _tunnels: TunnelProvider
     _clock: Callable[[], datetime]
 
-    async def revoke_ended(self, session_id: str) -> bool:
+    async def revoke_ended(self, session_id: str, ended: Session | None = None) -> bool:
         """Remove the grant of an ended session. True when done; on failure the
-        row keeps ``revoked = false`` and `retry_revokes` tries again later."""
-        session = await self.queries.get(session_id)
+        row keeps ``revoked = false`` and `retry_revokes` tries again later.
+        ``ended``: the row as its end just returned it (saves reading it again)."""
+        session = ended if ended is not None else await self.queries.get(session_id)
         if session is None or session.status == SessionStatus.ACTIVE or session.revoked:
             return True
         try:

@@ -382,8 +382,10 @@ class SessionService(Revokes):
                 **details,
             )
             await counters.add_ended(db, reason)
-        await self._events.publish(SessionEnded(session_id, str(reason)))
-        await self.revoke_ended(session_id)
+            event = SessionEnded(session_id, str(reason))
+            await self._events.announce(db, event)
+        await self._events.deliver(event)
+        await self.revoke_ended(session_id, session)
         return session
 
     async def disconnect(self, user_id: str, session_id: str, actor: Actor) -> Session:
