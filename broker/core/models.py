@@ -191,8 +191,9 @@ class Session(Base):
             postgresql_where=text(PENDING_REVOKE_PREDICATE),
         ),
         # Newest first, page by page: everyone's, a workspace's, a user's (by
-        # id or by email).
+        # id or by email), one status's.
         Index("ix_sessions_started_id", "started_at", "id"),
+        Index("ix_sessions_status_started_id", "status", "started_at", "id"),
         Index("ix_sessions_workspace_started_id", "workspace_id", "started_at", "id"),
         Index("ix_sessions_user_started_id", "user_id", "started_at", "id"),
         Index("ix_sessions_email_started_id", "user_email", "started_at", "id"),

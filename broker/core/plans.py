@@ -134,6 +134,18 @@ def statements(sample: Sample, limit: int = 100) -> dict[str, ClauseElement]:
         found[name] = audit.listing(query)
         found[name + "_deep"] = audit.listing(replace(query, before_id=s.audit_before))
     found["pending_revokes"] = queries.pending_revoke_ids(100)
+    # The reaper's pass with every limit on: a group of workspaces with their
+    # own limits, every other workspace, and the guacd ones failing to connect.
+    at = after.started_at
+    reap = queries.reap_statement(
+        [
+            queries.Deadlines(frozenset({s.workspace_id}), started=at, viewer=at, input=at),
+            queries.Deadlines(frozenset({s.workspace_id}), True, at, at, at),
+        ],
+        ([s.workspace_id], at),
+    )
+    assert reap is not None
+    found["reap_due"] = reap
     found["count_active"] = queries.count_active()
     found["count_active_for_user"] = queries.count_active_for_user(s.user_id)
     found["active_session_of_workspace"] = queries.active_session_of_workspace(s.workspace_id)
