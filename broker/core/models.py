@@ -245,7 +245,8 @@ class ViewerToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
     user_id: Mapped[str] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Indexed for the retention pruner (the credentials older than its cutoff).
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     # Set when the token was exchanged for an HTML5 app cookie (allowed once).
     exchanged_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # What the launching JWT proved (`broker.core.auth.Entitlement`), held against
@@ -268,7 +269,8 @@ class AppCookie(Base):
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
     user_id: Mapped[str] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Indexed for the retention pruner (the credentials older than its cutoff).
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     roles: Mapped[list[str]] = mapped_column(JSON, default=list)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     mfa_verified: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -22,9 +22,9 @@ Recordings are not stored by the broker yet: their setting is checked at
 startup and nothing is pruned for it.
 
 Sessions and audit entries are found through indexes on their time columns
-(``sessions.ended_at``, ``audit_events.at``); viewer credentials by a pass
-over their own table (about a day of launches once pruned), each checked
-against its session by primary key. Rows go by primary key, ``batch_size`` at a time,
+(``sessions.ended_at``, ``audit_events.at``); viewer credentials through
+theirs (``created_at``: those made before the cutoff), each checked against
+its session by primary key. Rows go by primary key, ``batch_size`` at a time,
 each batch its own short transaction with a pause after it, so no lock is
 held for long and launches go on meanwhile (on SQLite they queue for a
 moment on the busy timeout).
@@ -198,14 +198,17 @@ class Pruner:
     async def _prune_credentials(self, cutoff: datetime, counts: _Counts) -> None:
         """Viewer tokens and app cookies of sessions that ended before ``cutoff``."""
         for model in (ViewerToken, AppCookie):
-            # Driven from the credentials (about a day of launches once pruned),
-            # each looking up its session by primary key: a correlated scalar
-            # subquery, which PostgreSQL never turns into a join that would
-            # scan the whole session history.
+            # Driven from the credentials made before the cutoff (those of a
+            # session that ended before it were made while it ran), along
+            # their index: about an interval's launches, and the credentials of
+            # sessions running since before the cutoff. Each looks up its
+            # session by primary key: a correlated scalar subquery, which
+            # PostgreSQL never turns into a join that would scan the whole
+            # session history.
             ended = select(Session.ended_at).where(Session.id == model.session_id)
             batch = (
                 select(model.token_hash)
-                .where(ended.scalar_subquery() < cutoff)
+                .where(model.created_at < cutoff, ended.scalar_subquery() < cutoff)
                 .limit(self._settings.batch_size)
             )
             stmt = delete(model).where(model.token_hash.in_(batch.scalar_subquery()))
