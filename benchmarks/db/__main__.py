@@ -4,7 +4,7 @@ and at N stored sessions.
 Usage (from the repository root; ``make bench-db`` runs it)::
 
     .venv/bin/python -m benchmarks.db [--db sqlite|postgres|both] [--rows N]
-        [--requests 200] [--idle-seconds 30] [--pg postgresql://...]
+        [--requests 200] [--idle-seconds 60] [--pg postgresql://...]
 
 A benchmark, not a test: it prints numbers and judges nothing. For each
 database, twice (0 sessions, then N: 1,000,000 on PostgreSQL, 100,000 on
@@ -217,7 +217,7 @@ def main() -> None:
     p.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
     p.add_argument("--rows", type=int, help="sessions at N (default 1,000,000 / 100,000)")
     p.add_argument("--requests", type=int, default=200, help="timed requests per route")
-    p.add_argument("--idle-seconds", type=float, default=30.0)
+    p.add_argument("--idle-seconds", type=float, default=60.0)
     p.add_argument("--settle", type=float, help="seconds idle before measuring idle work")
     p.add_argument("--pg", default=MAINTENANCE, help="PostgreSQL maintenance database URL")
     args = p.parse_args()
