@@ -29,7 +29,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, literal, text, update
+from sqlalchemy import case, func, literal, text, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -57,6 +57,7 @@ from broker.core.queries import (
 from broker.core.revokes import Revokes
 from broker.core.workspaces import uses_guacd
 from tunnels.base import Grant, Target, TunnelError, TunnelProvider, TunnelStatus
+from tunnels.direct import DirectProvider
 
 log = logging.getLogger(__name__)
 
@@ -355,16 +356,32 @@ class SessionService(Revokes):
     # -- ending ------------------------------------------------------------
 
     async def end(
-        self, session_id: str, reason: EndReason, actor: Actor, **details: str
+        self,
+        session_id: str,
+        reason: EndReason,
+        actor: Actor,
+        *,
+        owner: str | None = None,
+        **details: str,
     ) -> Session | None:
-        """End an active session for ``reason``. Returns the ended row, or None
-        when it was not active (someone else ended it first)."""
+        """End an active session for ``reason`` (only if ``owner``'s, when
+        given). Returns the ended row, or None when it was not active (someone
+        else ended it first) or not ``owner``'s. A session without a grant to
+        remove (the ``direct`` provider's) is marked revoked in the same
+        statement: its end needs no second transaction."""
         now = self._clock()
+        mine = [Session.user_id == owner] if owner is not None else []
+        no_grant = Session.tunnel_provider == DirectProvider.name
         async with self._db() as db, db.begin():
             result = await db.execute(
                 update(Session)
-                .where(Session.id == session_id, Session.status == SessionStatus.ACTIVE)
-                .values(status=reason.status, ended_at=now, end_reason=reason)
+                .where(Session.id == session_id, Session.status == SessionStatus.ACTIVE, *mine)
+                .values(
+                    status=reason.status,
+                    ended_at=now,
+                    end_reason=reason,
+                    revoked=case((no_grant, true()), else_=Session.revoked),
+                )
                 .returning(Session)
             )
             session = result.scalar_one_or_none()
@@ -391,11 +408,9 @@ class SessionService(Revokes):
     async def disconnect(self, user_id: str, session_id: str, actor: Actor) -> Session:
         """The owner ends their session. Someone else's or a missing one is
         `NotFound`; an already ended one is `Conflict`."""
-        session = await self.queries.get_for_user(user_id, session_id)
-        if session.status != SessionStatus.ACTIVE:
-            raise Conflict("Session has already ended")
-        ended = await self.end(session_id, EndReason.USER_DISCONNECT, actor)
-        if ended is None:
+        ended = await self.end(session_id, EndReason.USER_DISCONNECT, actor, owner=user_id)
+        if ended is None:  # not the caller's (NotFound), or no longer active
+            await self.queries.get_for_user(user_id, session_id)
             raise Conflict("Session has already ended")
         return ended
 
