@@ -204,30 +204,30 @@ class Pruner:
             # sessions running since before the cutoff. Each looks up its
             # session by primary key: a correlated scalar subquery, which
             # PostgreSQL never turns into a join that would scan the whole
-            # session history.
+            # session history. The batch is read first and deleted by primary
+            # key (a DELETE ... IN (subquery) may be planned as a hash join
+            # over the whole table).
             ended = select(Session.ended_at).where(Session.id == model.session_id)
             batch = (
                 select(model.token_hash)
                 .where(model.created_at < cutoff, ended.scalar_subquery() < cutoff)
                 .limit(self._settings.batch_size)
             )
-            stmt = delete(model).where(model.token_hash.in_(batch.scalar_subquery()))
-            removed = await self._repeat(stmt)
+            removed = 0
+            while True:
+                async with self._db() as db, db.begin():
+                    hashes = list((await db.scalars(batch)).all())
+                    if hashes:
+                        removed += await _deleted(
+                            db, delete(model).where(model.token_hash.in_(hashes))
+                        )
+                if len(hashes) < self._settings.batch_size:
+                    break
+                await asyncio.sleep(self._pause)
             if model is ViewerToken:
                 counts.viewer_tokens += removed
             else:
                 counts.app_cookies += removed
-
-    async def _repeat(self, stmt: Delete) -> int:
-        """Run a batch ``DELETE`` until it removes less than a batch."""
-        total = 0
-        while True:
-            async with self._db() as db, db.begin():
-                removed = await _deleted(db, stmt)
-            total += removed
-            if removed < self._settings.batch_size:
-                return total
-            await asyncio.sleep(self._pause)
 
     # -- sessions -----------------------------------------------------------------
 
