@@ -37,10 +37,14 @@ def token(sub: str, *, admin: bool = False) -> str:
     )
 
 
+YEAR = 365 * 86400
+
+
 def config(folder: Path, url: str) -> str:
-    """The broker's settings: limits off, so no seeded session is ended while
-    measured (the reaper still reads every active session each pass), rate
-    limits off (the benchmark launches 200 times a minute), no guacd checks."""
+    """The broker's settings: every limit on (so the reaper asks its whole
+    question each pass) but a year long, so no seeded session (the oldest
+    started 85 days ago) is ended while measured; rate limits off (the
+    benchmark launches 200 times a minute); no guacd checks."""
     return textwrap.dedent(f"""
         [server]
         data_dir = "{folder}"
@@ -55,9 +59,9 @@ def config(folder: Path, url: str) -> str:
         [ratelimit]
         enabled = false
         [limits]
-        max_session_seconds = 0
-        idle_no_viewer_seconds = 0
-        idle_no_input_seconds = 0
+        max_session_seconds = {YEAR}
+        idle_no_viewer_seconds = {YEAR}
+        idle_no_input_seconds = {YEAR}
         [[workspaces]]
         id = "{WORKSPACE}"
         name = "Bench"
