@@ -43,9 +43,8 @@ import sys
 import time
 from pathlib import Path
 
-import aiohttp
-
 from benchmarks.relay import report
+from benchmarks.relay.client import Clients
 from benchmarks.relay.phases import full_speed, paced, storm
 from benchmarks.relay.procstat import can_pin, rss_bytes
 from benchmarks.relay.relays import LOAD_CPU, BrokerRelay, Guacd, Lite, Raw, Relay, workdir
@@ -104,9 +103,8 @@ async def _run(args: argparse.Namespace, relays: list[Relay], guacd: Guacd) -> r
         relay.use(True)
         if relay.pid is not None:
             results.idle_rss[relay.name] = rss_bytes(relay.pid)
-    connector = aiohttp.TCPConnector(limit=0, force_close=True)
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+    http = Clients()
+    try:
         for rep in range(args.reps):
             for relay in _order(relays, rep):
                 for conns, rounds in ((1, args.rounds1), (10, args.rounds10)):
@@ -122,7 +120,7 @@ async def _run(args: argparse.Namespace, relays: list[Relay], guacd: Guacd) -> r
                 results.paced.setdefault(relay.name, []).append(got_paced)
                 _progress(
                     f"paced {level} {relay.name}: p99 {got_paced.latency_p99_ms:.1f} ms,"
-                    f" {got_paced.opened}/{level} opened"
+                    f" {got_paced.opened}/{level} opened {got_paced.failures}"
                 )
             live = [r for r in live if results.paced[r.name][-1].held]
             if not live:
@@ -132,7 +130,11 @@ async def _run(args: argparse.Namespace, relays: list[Relay], guacd: Guacd) -> r
                 relay, guacd, http, args.storm, args.storm_background, warm=args.warm
             )
             results.storm[relay.name] = got_storm
-            _progress(f"storm {relay.name}: {got_storm.all_first_frames_s:.2f} s")
+            _progress(
+                f"storm {relay.name}: {got_storm.all_first_frames_s:.2f} s {got_storm.failures}"
+            )
+    finally:
+        await http.close()
     return results
 
 

@@ -72,6 +72,10 @@ class Stream:
     async def close(self) -> None:
         raise NotImplementedError
 
+    def ending(self) -> str:
+        """How the stream ended, for a report (a WebSocket's close code)."""
+        return "closed"
+
     # ---- behaviour
     async def pump(self, until: Callable[[Stream], bool] = lambda s: False) -> None:
         """Read and answer until the end of the stream or ``until(self)``."""
@@ -148,6 +152,33 @@ class Stream:
         await self.send(f"5.mouse,{len(x)}.{x},4.{MARK_Y},1.0;")
 
 
+class Clients:
+    """HTTP client sessions, each from its own loopback address (127.0.2.x), as
+    viewers come from many addresses: a relay may limit what one address holds
+    at once (the broker: ``server.max_pending_headers_per_ip`` connections still
+    sending their request). `api` is the first; `next` takes them in turn."""
+
+    def __init__(self, count: int = 64) -> None:
+        self.sessions = [
+            aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=0, force_close=True, local_addr=(f"127.0.2.{k + 1}", 0)
+                ),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
+            )
+            for k in range(count)
+        ]
+        self.api = self.sessions[0]
+        self._turn = 0
+
+    def next(self) -> aiohttp.ClientSession:
+        self._turn = (self._turn + 1) % len(self.sessions)
+        return self.sessions[self._turn]
+
+    async def close(self) -> None:
+        await asyncio.gather(*(s.close() for s in self.sessions))
+
+
 class WebSocketStream(Stream):
     """The guacamole-common-js WebSocket tunnel (subprotocol ``guacamole``)."""
 
@@ -155,6 +186,7 @@ class WebSocketStream(Stream):
         super().__init__(speed)
         self.http, self.url = http, url
         self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.last = ""
 
     async def open(self) -> None:
         self.ws = await self.http.ws_connect(
@@ -165,8 +197,13 @@ class WebSocketStream(Stream):
         assert self.ws is not None
         msg = await self.ws.receive()
         if msg.type is aiohttp.WSMsgType.TEXT:
+            self.last = msg.data
             return str(msg.data)
         return ""
+
+    def ending(self) -> str:
+        code = self.ws.close_code if self.ws is not None else None
+        return f"close code {code}, last message {self.last[:80]!r}"
 
     async def send(self, text: str) -> None:
         if self.ws is not None and not self.ws.closed:

@@ -11,14 +11,15 @@ import asyncio
 import contextlib
 import os
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
 
-from benchmarks.relay.client import Samples, Stream
-from benchmarks.relay.procstat import cpu_seconds, rss_bytes
-from benchmarks.relay.relays import BrokerRelay, Guacd, Relay
+from benchmarks.relay.client import Clients, Samples, Stream
+from benchmarks.relay.procstat import core_busy, cpu_seconds, rss_bytes
+from benchmarks.relay.relays import LOAD_CPU, RELAY_CPU, BrokerRelay, Guacd, Relay
 
 MOUSE_INTERVAL = 0.05  # each paced stream moves the mouse this often
 TICK = 0.01  # the mouse sender wakes this often, for a fifth of the streams each time
@@ -33,12 +34,17 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Meter:
-    """CPU seconds of the relay, the guacd and this generator over a window."""
+    """CPU seconds of the relay, the guacd and this generator over a window,
+    and how busy each of the two CPUs was with other processes meanwhile (a
+    shared machine's noise: what else ran beside the relay on CPU 0, and beside
+    the load on CPU 1)."""
 
     def __init__(self, relay_pid: int | None, guacd_pid: int) -> None:
         self.pids = (relay_pid, guacd_pid, os.getpid())
         self.start = self._read()
+        self.busy = core_busy()
         self.wall = time.perf_counter()
+        self.others = (0.0, 0.0)  # % of CPU 0, of CPU 1: set by `stop`
 
     def _read(self) -> tuple[float, float, float]:
         r, g, me = (cpu_seconds(p) if p is not None else 0.0 for p in self.pids)
@@ -47,7 +53,14 @@ class Meter:
     def stop(self) -> tuple[float, float, float, float]:
         """(wall s, relay CPU s, guacd CPU s, generator CPU s) since the start."""
         end = self._read()
+        busy = core_busy()
         wall = time.perf_counter() - self.wall
+        relay, guacd, me = (b - a for a, b in zip(self.start, end, strict=True))
+        spent = [busy.get(cpu, 0.0) - self.busy.get(cpu, 0.0) for cpu in (RELAY_CPU, LOAD_CPU)]
+        self.others = (
+            max(0.0, spent[0] - relay) / wall * 100,
+            max(0.0, spent[1] - guacd - me) / wall * 100,
+        )
         return (wall, *(b - a for a, b in zip(self.start, end, strict=True)))  # type: ignore[return-value]
 
 
@@ -57,6 +70,7 @@ class FullSpeed:
     cpu_ms_per_mb: float
     generator_pct: float
     guacd_pct: float
+    others_pct: tuple[float, float] = (0.0, 0.0)  # other processes' use of CPU 0, CPU 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +87,8 @@ class Paced:
     guacd_pct: float
     rss_bytes: int
     samples: int
+    others_pct: tuple[float, float] = (0.0, 0.0)
+    failures: str = ""  # the commonest reason streams failed, if any did
 
     @property
     def held(self) -> bool:
@@ -84,11 +100,14 @@ class Storm:
     viewers: int
     background: int
     launch_s: float  # the broker's API launches of the viewers' sessions (0: no API)
+    launch_retries: int  # of those, answered 503 and tried again
     all_first_frames_s: float
     opened: int
     p99_during_ms: float
     generator_pct: float
     guacd_pct: float
+    others_pct: tuple[float, float] = (0.0, 0.0)
+    failures: str = ""
 
 
 async def _close_all(streams: list[Stream], tasks: list[asyncio.Task[None]]) -> None:
@@ -105,7 +124,7 @@ async def _read_all(stream: Stream, size: int) -> None:
 
 
 async def full_speed(
-    relay: Relay, guacd: Guacd, http: aiohttp.ClientSession, conns: int, rounds: int, size: int
+    relay: Relay, guacd: Guacd, http: Clients, conns: int, rounds: int, size: int
 ) -> FullSpeed:
     """``rounds`` times ``conns`` streams at once, each reading the whole
     capture as fast as the relay delivers it (opening included)."""
@@ -126,7 +145,9 @@ async def full_speed(
             total += sum(s.received for s in streams)
     wall, relay_cpu, guacd_cpu, me = meter.stop()
     mb = total / 1e6
-    return FullSpeed(mb / wall, relay_cpu * 1000 / mb, me / wall * 100, guacd_cpu / wall * 100)
+    return FullSpeed(
+        mb / wall, relay_cpu * 1000 / mb, me / wall * 100, guacd_cpu / wall * 100, meter.others
+    )
 
 
 class _Load:
@@ -136,6 +157,7 @@ class _Load:
         self.streams, self.samples, self.spread = streams, samples, spread
         self.tasks: list[asyncio.Task[None]] = []
         self.failed = 0
+        self.reasons: Counter[str] = Counter()  # why streams failed
         self._ticker: asyncio.Task[None] | None = None
 
     async def _run(self, stream: Stream, delay: float) -> None:
@@ -143,8 +165,11 @@ class _Load:
         try:
             await stream.open()
             await stream.pump()
+            if not stream.first_frame.done():
+                raise RuntimeError(f"ended before a first frame ({stream.ending()})")
         except (aiohttp.ClientError, OSError, RuntimeError) as exc:
             self.failed += 1
+            self.reasons[f"{type(exc).__name__}: {exc}"[:100]] += 1
             if not stream.first_frame.done():
                 stream.first_frame.set_exception(exc)
 
@@ -156,12 +181,15 @@ class _Load:
         self._ticker = asyncio.create_task(self._tick())
 
     async def first_frames(self) -> list[float]:
-        """When each stream had its first frame (perf_counter); failures left out."""
-        async with asyncio.timeout(OPEN_LIMIT + self.spread):
-            got = await asyncio.gather(
-                *(s.first_frame for s in self.streams), return_exceptions=True
-            )
-        return [t for t in got if isinstance(t, float)]
+        """When each stream had its first frame (perf_counter), waiting at most
+        `OPEN_LIMIT` seconds; streams that failed or had none by then are left
+        out (and counted in `failed`)."""
+        waiting = [s.first_frame for s in self.streams]
+        _, late = await asyncio.wait(waiting, timeout=OPEN_LIMIT + self.spread)
+        if late:
+            self.failed += len(late)
+            self.reasons[f"no first frame within {OPEN_LIMIT + self.spread:g} s"] += len(late)
+        return [f.result() for f in waiting if f.done() and f.exception() is None]
 
     async def _tick(self) -> None:
         slices = round(MOUSE_INTERVAL / TICK)
@@ -185,7 +213,7 @@ class _Load:
 async def paced(
     relay: Relay,
     guacd: Guacd,
-    http: aiohttp.ClientSession,
+    http: Clients,
     count: int,
     *,
     warm: float,
@@ -223,13 +251,15 @@ async def paced(
         guacd_pct=guacd_cpu / wall * 100,
         rss_bytes=rss,
         samples=len(samples.latency),
+        others_pct=meter.others,
+        failures=_why(load),
     )
 
 
 async def storm(
     relay: Relay,
     guacd: Guacd,
-    http: aiohttp.ClientSession,
+    http: Clients,
     viewers: int,
     background: int,
     *,
@@ -260,6 +290,8 @@ async def storm(
         load.start()
         await load.first_frames()
         started = time.perf_counter()
+        if isinstance(relay, BrokerRelay):
+            relay.retried = 0
         streams = await fresh()
         launch_s = time.perf_counter() - started if isinstance(relay, BrokerRelay) else 0.0
         await asyncio.sleep(warm)
@@ -282,9 +314,19 @@ async def storm(
         viewers=viewers,
         background=background,
         launch_s=launch_s,
+        launch_retries=relay.retried if isinstance(relay, BrokerRelay) else 0,
         all_first_frames_s=done - t0,
         opened=len(firsts),
         p99_during_ms=percentile(during, 99) * 1000,
         generator_pct=me / wall * 100,
         guacd_pct=guacd_cpu / wall * 100,
+        others_pct=meter.others,
+        failures=_why(crowd) if crowd is not None else "",
     )
+
+
+def _why(load: _Load) -> str:
+    if not load.reasons:
+        return ""
+    reason, count = load.reasons.most_common(1)[0]
+    return f"{load.failed} failed, {count}x {reason}"

@@ -35,3 +35,14 @@ def pin(pid: int, cpu: int) -> None:
 def can_pin() -> bool:
     """Two CPUs or more are usable: one for the relay, one for the load."""
     return len(os.sched_getaffinity(0)) >= 2
+
+
+def core_busy() -> dict[int, float]:
+    """CPU seconds each core spent busy since boot (every process's, from /proc/stat)."""
+    busy: dict[int, float] = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, values[:8])
+            busy[int(name[3:])] = (user + nice + system + irq + softirq + steal) / _TICKS
+    return busy

@@ -24,11 +24,10 @@ import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
-import aiohttp
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from benchmarks.relay.client import Stream, TcpStream, WebSocketStream
+from benchmarks.relay.client import Clients, Stream, TcpStream, WebSocketStream
 from benchmarks.relay.procstat import pin
 from broker.core.auth import mint_dev_token
 from scripts.processes import ROOT, free_port, start_broker, stop_process, wait_ready
@@ -131,10 +130,10 @@ class Relay:
     async def start(self) -> None:
         """Start the processes and wait until they serve."""
 
-    async def prepare(self, http: aiohttp.ClientSession, count: int) -> None:
+    async def prepare(self, http: Clients, count: int) -> None:
         """Make sure ``count`` streams can be opened (sessions launched...)."""
 
-    def streams(self, http: aiohttp.ClientSession, count: int) -> list[Stream]:
+    def streams(self, http: Clients, count: int) -> list[Stream]:
         raise NotImplementedError
 
     def stop(self) -> None:
@@ -145,7 +144,7 @@ class Relay:
 class Raw(Relay):
     name = "raw TCP (no relay)"
 
-    def streams(self, http: aiohttp.ClientSession, count: int) -> list[Stream]:
+    def streams(self, http: Clients, count: int) -> list[Stream]:
         port = self.guacd.port(self.paced)
         return [TcpStream("127.0.0.1", port) for _ in range(count)]
 
@@ -178,6 +177,7 @@ class BrokerRelay(Relay):
         self.workspaces = workspaces
         self.sessions: dict[bool, list[tuple[str, str]]] = {False: [], True: []}
         self.launched = {False: 0, True: 0}
+        self.retried = 0  # launches answered 503 and tried again
 
     def _folder(self, paced: bool) -> Path:
         return self.folder / ("broker-paced" if paced else "broker-full")
@@ -204,26 +204,35 @@ class BrokerRelay(Relay):
             if self.pinned:
                 pin(process.pid, RELAY_CPU)  # threads started since
 
-    async def prepare(self, http: aiohttp.ClientSession, count: int) -> None:
+    async def prepare(self, http: Clients, count: int) -> None:
         sessions = self.sessions[self.paced]
         sessions.extend(await self.launch(http, count - len(sessions)))
 
-    async def launch(self, http: aiohttp.ClientSession, count: int) -> list[tuple[str, str]]:
+    async def launch(self, http: Clients, count: int) -> list[tuple[str, str]]:
         """Launch ``count`` sessions through the API of the process in use, each
-        by its own user on its own workspace, 16 at a time: (id, viewer token)."""
+        by its own user on its own workspace, 8 at a time: (id, viewer token).
+        A 503 (the broker says to try again shortly) is retried after 0.2 s, at
+        most 50 times, and counted in `retried`."""
         base = f"http://127.0.0.1:{self.ports[self.paced]}"
-        gate = asyncio.Semaphore(16)
+        gate = asyncio.Semaphore(8)
 
         async def one(i: int) -> tuple[str, str]:
             token = mint_dev_token(
                 SECRET, issuer=ISSUER, audience=AUDIENCE, sub=f"user{i}", email=f"u{i}@b.x"
             )
             headers = {"Authorization": f"Bearer {token}"}
-            async with gate, http.post(f"{base}/api/workspaces/w{i}/launch", headers=headers) as r:
-                body = await r.json()
-                if r.status not in (200, 201):
-                    raise RuntimeError(f"launch w{i}: {r.status} {body}")
-                return str(body["session_id"]), str(body["viewer_token"])
+            url = f"{base}/api/workspaces/w{i}/launch"
+            async with gate:
+                for _ in range(50):
+                    async with http.api.post(url, headers=headers) as r:
+                        body = await r.json()
+                        if r.status in (200, 201):
+                            return str(body["session_id"]), str(body["viewer_token"])
+                        if r.status != 503:
+                            break
+                    self.retried += 1
+                    await asyncio.sleep(0.2)
+            raise RuntimeError(f"launch w{i}: {r.status} {body}")
 
         count = max(0, count)
         first = self.launched[self.paced]
@@ -232,17 +241,17 @@ class BrokerRelay(Relay):
         self.launched[self.paced] += count
         return list(await asyncio.gather(*(one(first + k) for k in range(count))))
 
-    def streams(self, http: aiohttp.ClientSession, count: int) -> list[Stream]:
+    def streams(self, http: Clients, count: int) -> list[Stream]:
         sessions = self.sessions[self.paced]
         if len(sessions) < count:
             raise RuntimeError(f"{len(sessions)} sessions launched, {count} needed")
         return self.viewers(http, sessions[:count])
 
-    def viewers(self, http: aiohttp.ClientSession, sessions: list[tuple[str, str]]) -> list[Stream]:
+    def viewers(self, http: Clients, sessions: list[tuple[str, str]]) -> list[Stream]:
         port = self.ports[self.paced]
         return [
             WebSocketStream(
-                http,
+                http.next(),
                 f"ws://127.0.0.1:{port}/viewer/{sid}/websocket-tunnel"
                 f"?token={token}&GUAC_WIDTH=1024&GUAC_HEIGHT=768",
             )
@@ -282,10 +291,12 @@ class Lite(Relay):
             if self.pinned:
                 pin(process.pid, RELAY_CPU)
 
-    def streams(self, http: aiohttp.ClientSession, count: int) -> list[Stream]:
+    def streams(self, http: Clients, count: int) -> list[Stream]:
         port = self.ports[self.paced]
         return [
-            WebSocketStream(http, f"ws://127.0.0.1:{port}/?token={quote(lite_token(), safe='')}")
+            WebSocketStream(
+                http.next(), f"ws://127.0.0.1:{port}/?token={quote(lite_token(), safe='')}"
+            )
             for _ in range(count)
         ]
 

@@ -36,6 +36,10 @@ class Results:
             statistics.median(r.cpu_ms_per_mb for r in runs),
             statistics.median(r.generator_pct for r in runs),
             statistics.median(r.guacd_pct for r in runs),
+            (
+                statistics.median(r.others_pct[0] for r in runs),
+                statistics.median(r.others_pct[1] for r in runs),
+            ),
         )
 
     def held(self, relay: str) -> Paced | None:
@@ -53,6 +57,10 @@ class Results:
 
 def _get(result: object | None, name: str) -> float | None:
     return None if result is None else float(getattr(result, name))
+
+
+def _others(pair: tuple[float, float]) -> str:
+    return f"{pair[0]:.0f} / {pair[1]:.0f}"
 
 
 def _speed(result: FullSpeed | None) -> str:
@@ -141,6 +149,7 @@ def paced_rows(res: Results) -> list[list[str]]:
                     _f(p.guacd_pct, 0),
                     f"{_f(p.generator_pct, 0)}{_mark(p.generator_pct, p.guacd_pct)}",
                     f"{p.rss_bytes / 1e6:.0f} MB",
+                    _others(p.others_pct),
                     "yes" if p.held else "NO",
                 ]
             )
@@ -158,6 +167,7 @@ PACED = [
     "guacd %",
     "generator %",
     "relay RSS",
+    "others % CPU0 / CPU1",
     "p99 < 50",
 ]
 
@@ -241,9 +251,23 @@ def show(res: Results, args: argparse.Namespace) -> None:
                         _f(m.cpu_ms_per_mb),
                         f"{_f(m.generator_pct, 0)}{_mark(m.generator_pct, m.guacd_pct)}",
                         _f(m.guacd_pct, 0),
+                        _others(m.others_pct),
                     ]
                 )
-    print(_table(["relay", "streams", "MB/s", "CPU ms/MB", "generator %", "guacd %"], full_rows))
+    print(
+        _table(
+            [
+                "relay",
+                "streams",
+                "MB/s",
+                "CPU ms/MB",
+                "generator %",
+                "guacd %",
+                "others % CPU0 / CPU1",
+            ],
+            full_rows,
+        )
+    )
     print()
     print("Connect storm:")
     storm_rows = [
@@ -251,11 +275,12 @@ def show(res: Results, args: argparse.Namespace) -> None:
             relay,
             f"{st.opened}/{st.viewers}",
             str(st.background),
-            _f(st.launch_s, 2) if st.launch_s else "-",
+            f"{st.launch_s:.2f} ({st.launch_retries} x 503)" if st.launch_s else "-",
             _f(st.all_first_frames_s, 2),
             _f(st.p99_during_ms),
             _f(st.guacd_pct, 0),
             f"{_f(st.generator_pct, 0)}{_mark(st.generator_pct, st.guacd_pct)}",
+            _others(st.others_pct),
         ]
         for relay, st in res.storm.items()
     ]
@@ -265,15 +290,24 @@ def show(res: Results, args: argparse.Namespace) -> None:
                 "relay",
                 "viewers",
                 "paced running",
-                "API launches s",
+                "API launches s (retried)",
                 "all first frames s",
                 "p99 of running ms",
                 "guacd %",
                 "generator %",
+                "others % CPU0 / CPU1",
             ],
             storm_rows,
         )
     )
+    print()
+    for relay in res.relays:
+        why = [p.failures for p in res.paced.get(relay, []) if p.failures]
+        st = res.storm.get(relay)
+        if st is not None and st.failures:
+            why.append(f"storm: {st.failures}")
+        if why:
+            print(f"streams that failed, {relay}: {'; '.join(why)}")
     print()
     print("Ratios (broker or lite+NODELAY over the base; MB/s and streams: higher is better):")
     print(_table(RATIOS, ratio_rows(res)))
@@ -282,6 +316,11 @@ def show(res: Results, args: argparse.Namespace) -> None:
         "! = the load generator used > 90 % of a core there: generator-bound;"
         " ~ = generator + guacd (one CPU) > 90 %: load-bound."
     )
+    print(
+        "others % = CPU time of processes outside this benchmark on the relay's CPU 0 and"
+        " the load's CPU 1 (a shared machine): rows where they are high are noisy."
+    )
+    print(f"Logs (each relay's and guacd's output): {res.folder}")
     print("Processes:")
     for name, command in res.commands.items():
         print(f"  {name}: {command}")
