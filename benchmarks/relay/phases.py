@@ -89,10 +89,11 @@ class Paced:
     samples: int
     others_pct: tuple[float, float] = (0.0, 0.0)
     failures: str = ""  # the commonest reason streams failed, if any did
+    dropped: int = 0  # streams ended by the other side after their first frame
 
     @property
     def held(self) -> bool:
-        return self.opened == self.streams and self.latency_p99_ms < 50
+        return self.opened == self.streams and not self.dropped and self.latency_p99_ms < 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +158,7 @@ class _Load:
         self.streams, self.samples, self.spread = streams, samples, spread
         self.tasks: list[asyncio.Task[None]] = []
         self.failed = 0
+        self.dropped = 0  # streams that had a first frame, then ended before `stop`
         self.reasons: Counter[str] = Counter()  # why streams failed
         self._ticker: asyncio.Task[None] | None = None
 
@@ -167,6 +169,9 @@ class _Load:
             await stream.pump()
             if not stream.first_frame.done():
                 raise RuntimeError(f"ended before a first frame ({stream.ending()})")
+            if not stream.closed:  # the relay (or guacd) ended it while measured
+                self.dropped += 1
+                self.reasons[f"dropped ({stream.ending()})"[:100]] += 1
         except (aiohttp.ClientError, OSError, RuntimeError) as exc:
             self.failed += 1
             self.reasons[f"{type(exc).__name__}: {exc}"[:100]] += 1
@@ -253,6 +258,7 @@ async def paced(
         samples=len(samples.latency),
         others_pct=meter.others,
         failures=_why(load),
+        dropped=load.dropped,
     )
 
 
@@ -329,4 +335,4 @@ def _why(load: _Load) -> str:
     if not load.reasons:
         return ""
     reason, count = load.reasons.most_common(1)[0]
-    return f"{load.failed} failed, {count}x {reason}"
+    return f"{load.failed} failed, {load.dropped} dropped, {count}x {reason}"

@@ -66,7 +66,7 @@ def _others(pair: tuple[float, float]) -> str:
 def _speed(result: FullSpeed | None) -> str:
     if result is None:
         return "-"
-    return f"{result.mb_per_s:.0f}{_mark(result.generator_pct, result.guacd_pct)}"
+    return f"{result.mb_per_s:.0f}{_mark(result)}"
 
 
 def _f(value: float | None, digits: int = 1) -> str:
@@ -75,12 +75,17 @@ def _f(value: float | None, digits: int = 1) -> str:
     return f"{value:.{digits}f}"
 
 
-def _mark(generator_pct: float, guacd_pct: float) -> str:
-    """``!``: the generator was saturated; ``~``: the load's CPU (generator and
-    guacd share it) was."""
+def _mark(result: FullSpeed | Paced | Storm) -> str:
+    """``!``: the generator was saturated; ``~``: the load's CPU was (the
+    generator and guacd share it, with whatever else the machine runs there)."""
+    generator_pct, guacd_pct, others_pct = (
+        result.generator_pct,
+        result.guacd_pct,
+        result.others_pct[1],
+    )
     if generator_pct > BOUND:
         return " !"
-    return " ~" if generator_pct + guacd_pct > BOUND else ""
+    return " ~" if generator_pct + guacd_pct + others_pct > BOUND else ""
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -141,13 +146,13 @@ def paced_rows(res: Results) -> list[list[str]]:
                 [
                     relay,
                     str(p.streams),
-                    f"{p.opened}",
+                    f"{p.opened}" + (f" ({p.dropped} dropped)" if p.dropped else ""),
                     f"{_f(p.latency_p50_ms)} / {_f(p.latency_p99_ms)}",
                     f"{_f(p.lag_p50_ms)} / {_f(p.lag_p99_ms)}",
                     _f(p.relay_pct, 0),
                     _f(p.per_stream_pct, 2),
                     _f(p.guacd_pct, 0),
-                    f"{_f(p.generator_pct, 0)}{_mark(p.generator_pct, p.guacd_pct)}",
+                    f"{_f(p.generator_pct, 0)}{_mark(p)}",
                     f"{p.rss_bytes / 1e6:.0f} MB",
                     _others(p.others_pct),
                     "yes" if p.held else "NO",
@@ -249,7 +254,7 @@ def show(res: Results, args: argparse.Namespace) -> None:
                         str(conns),
                         _f(m.mb_per_s, 0),
                         _f(m.cpu_ms_per_mb),
-                        f"{_f(m.generator_pct, 0)}{_mark(m.generator_pct, m.guacd_pct)}",
+                        f"{_f(m.generator_pct, 0)}{_mark(m)}",
                         _f(m.guacd_pct, 0),
                         _others(m.others_pct),
                     ]
@@ -279,7 +284,7 @@ def show(res: Results, args: argparse.Namespace) -> None:
             _f(st.all_first_frames_s, 2),
             _f(st.p99_during_ms),
             _f(st.guacd_pct, 0),
-            f"{_f(st.generator_pct, 0)}{_mark(st.generator_pct, st.guacd_pct)}",
+            f"{_f(st.generator_pct, 0)}{_mark(st)}",
             _others(st.others_pct),
         ]
         for relay, st in res.storm.items()
@@ -314,7 +319,8 @@ def show(res: Results, args: argparse.Namespace) -> None:
     print()
     print(
         "! = the load generator used > 90 % of a core there: generator-bound;"
-        " ~ = generator + guacd (one CPU) > 90 %: load-bound."
+        " ~ = the load's CPU 1 (generator + guacd + other processes) was > 90 % busy:"
+        " load-bound, the figure is not the relay's."
     )
     print(
         "others % = CPU time of processes outside this benchmark on the relay's CPU 0 and"
