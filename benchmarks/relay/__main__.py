@@ -39,6 +39,7 @@ import argparse
 import asyncio
 import os
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -64,6 +65,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--storm-background", type=int, default=None)
     p.add_argument("--window", type=float, default=None, help="seconds measured per level")
     p.add_argument("--relays", default="broker,lite,lite-nodelay,raw")
+    p.add_argument("--keep", action="store_true", help="keep the processes' logs and data")
     args = p.parse_args(argv)
     quick = args.quick
     args.reps = args.reps or (1 if quick else 3)
@@ -165,16 +167,21 @@ def main(argv: list[str] | None = None) -> None:
         results = asyncio.run(asyncio.wait_for(_run(args, relays, guacd), 3600))
         results.commands = {r.name: r.command_line() for r in relays}
         results.commands["guacd (paced)"] = shlex.join(guacd.command(guacd.paced_port, True))
+    except BaseException:
+        print(f"relay benchmark failed; logs kept in {folder}", file=sys.stderr)
+        raise
     finally:
         for relay in relays:
             relay.stop()
         guacd.stop()
+    if not args.keep:
+        shutil.rmtree(folder, ignore_errors=True)
     results.command = shlex.join(
         [sys.executable, "-m", "benchmarks.relay", *(argv or sys.argv[1:])]
     )
     results.pinned = pinned
     results.seconds = time.perf_counter() - started
-    results.folder = str(folder)
+    results.folder = str(folder) if args.keep else "removed (--keep keeps them)"
     report.show(results, args)
 
 
