@@ -56,10 +56,12 @@ unit: install
 test-pg: install
 	bash .ci/postgres-tests
 
-## Benchmarks: codec throughput and the relay's CPU per MB (scripts that print numbers).
+## Benchmarks (scripts that print numbers): codec throughput, then the relay side by side
+## with guacamole-lite and raw TCP: full speed, capture pace, connect storm, RSS (about
+## 6 minutes; ARGS=--quick: about a minute). Not part of `make test`.
 bench: install
 	$(BIN)/python -m benchmarks.codec_bench
-	$(BIN)/python -m benchmarks.relay_bench
+	$(BIN)/python -m benchmarks.relay $(ARGS)
 
 ## What history costs: routes, idle work and query plans at 0 and at 1M (PostgreSQL)
 ## / 100k (SQLite) seeded sessions, in databases made and dropped here (ARGS= to change).

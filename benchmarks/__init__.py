@@ -1,3 +1,3 @@
 """Benchmarks that print numbers: ``python -m benchmarks.codec_bench`` and
-``python -m benchmarks.relay_bench`` (``make bench``), ``python -m benchmarks.db``
+``python -m benchmarks.relay`` (``make bench``), ``python -m benchmarks.db``
 (``make bench-db``); run from the repository root."""

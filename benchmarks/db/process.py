@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.relay_bench import cpu_seconds
+from benchmarks.relay.procstat import cpu_seconds
 from broker.core.auth import mint_dev_token
 from scripts.processes import ROOT, free_port, log_tail, stop_process, wait_ready
 

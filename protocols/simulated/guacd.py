@@ -7,7 +7,7 @@ capture of real guacd output (``tests/data/``). Production client code runs
 against it unchanged. Run it alone with::
 
     python -m protocols.simulated.guacd --host 127.0.0.1 --port 4822 \
-        [--mode desktop|replay] [--pace] [--failure bad-password]
+        [--mode desktop|replay] [--pace] [--echo-mouse] [--failure bad-password]
 
 or in-process::
 
@@ -37,6 +37,9 @@ Like guacd 1.5.5 (``libguac/user-handshake.c``, ``guacd/connection.c``):
   ``error``);
 - the first ``connect`` value may be a version or ``""`` (a client that
   negotiates no version, such as pyguacamole);
+- with ``echo_mouse`` (``--echo-mouse``) each client ``mouse`` is answered with
+  ``mouse,<x>,<y>,<mask>,<timestamp>`` (guacd's remote cursor), so a client can
+  time its input's round trip; off by default;
 - client ``sync`` and ``nop`` get no answer; any client instruction counts as
   activity. After ``silence_nops`` seconds of client silence it sends ``nop``
   (10 s and 15 s by default), and at ``client_timeout`` it sends
@@ -158,6 +161,10 @@ class SimulatedGuacdOptions:
     write_timeout: float = 10.0
     vnc_crash_on_early_mouse: bool = True
     max_connections: int = 64
+    # Answer each client `mouse` with `mouse,<x>,<y>,<mask>,<timestamp>`, as
+    # guacd does to draw the remote cursor, so a client can time its input's
+    # round trip (the relay benchmark). Off: input gets no answer in replay mode.
+    echo_mouse: bool = False
     # Protocols whose connections ask the user for missing credentials (empty
     # `username`/`password` parameters) with `required`, as guacd does when the
     # remote desktop wants them, and wait for the client's `argv` streams.
@@ -211,6 +218,7 @@ class SimulatedGuacd:
         self._server: asyncio.Server | None = None
         self._changed = asyncio.Event()
         self._captures: dict[str, bytes] = {}
+        self._paced: dict[str, list[tuple[float, bytes]]] = {}
 
     @property
     def port(self) -> int:
@@ -280,6 +288,15 @@ class SimulatedGuacd:
             self._captures[protocol] = (directory / CAPTURE_FILES[protocol]).read_bytes()
         return self._captures[protocol]
 
+    def paced(self, protocol: str) -> list[tuple[float, bytes]]:
+        """The capture for ``protocol`` cut after each `sync`, with the wait
+        before each piece (computed once, not per connection)."""
+        if protocol not in self._paced:
+            self._paced[protocol] = _paced_segments(
+                self.capture(protocol), self.options.replay_speed
+            )
+        return self._paced[protocol]
+
     def _notify(self) -> None:
         self._changed.set()
 
@@ -345,7 +362,6 @@ class _Connection:
         self.session: _Session | None = None
         self.read_only = False
         self.closed = False
-        self.activity = asyncio.Event()
         self.last_activity = asyncio.get_running_loop().time()
         self.record: HandshakeRecord | None = None
         self.asked: tuple[str, ...] = ()
@@ -371,10 +387,12 @@ class _Connection:
         if self.closed:
             return
         self.writer.write(data)
-        self.outgoing.feed(data)
-        self.outgoing.take()
-        if self.outgoing.sync_seen and self.session is not None:
-            self.session.sync_sent = True
+        if self.session is None or not self.session.sync_sent:
+            # Only the first `sync` matters (see `_crashes_vnc`): scan until it.
+            self.outgoing.feed(data)
+            self.outgoing.take()
+            if self.outgoing.sync_seen and self.session is not None:
+                self.session.sync_sent = True
         if self.writer.transport.get_write_buffer_size() > MAX_QUEUED_OUTPUT:
             self.abort()  # the client stopped reading
 
@@ -554,7 +572,6 @@ class _Connection:
         if self.failure is Failure.CLIENT_TIMEOUT or self.closed:
             return
         self.last_activity = asyncio.get_running_loop().time()
-        self.activity.set()
         if self.asked and instruction.opcode in ("argv", "blob", "end"):
             self._on_argv(instruction)
             return
@@ -567,8 +584,12 @@ class _Connection:
         session = self.session
         if session is None or (self.read_only and instruction.opcode != "size"):
             return
-        if instruction.opcode == "mouse" and self._crashes_vnc(session):
-            raise _Stop
+        if instruction.opcode == "mouse":
+            if self._crashes_vnc(session):
+                raise _Stop
+            if self.options.echo_mouse:
+                stamp = int(asyncio.get_running_loop().time() * 1000)
+                self.send_instructions(Instruction("mouse", (*instruction.args[:3], str(stamp))))
         drawing = _drawing_for(session.desktop, instruction)
         if drawing and session.first_frame_sent and self.options.mode is Mode.DESKTOP:
             session.broadcast(drawing)
@@ -593,10 +614,9 @@ class _Connection:
                 sent = 0  # the client spoke since our last nop
             deadline = schedule[sent] if sent < len(schedule) else limit
             if silence < deadline:
-                self.activity.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(deadline - silence):
-                        await self.activity.wait()
+                # Look again when the deadline would pass: input meanwhile only
+                # moved `last_activity` (waking on each one costs a busy server).
+                await asyncio.sleep(deadline - silence)
                 continue
             if sent < len(schedule):
                 self.send_instructions(Instruction("nop"))
@@ -745,8 +765,14 @@ class _Connection:
                 self.send(data[start : start + size])
                 await self.drain()
             return
-        for delay, segment in _paced_segments(data, self.options.replay_speed):
-            await asyncio.sleep(delay)
+        # Each piece is due at its offset from the start (not `delay` after the
+        # previous write), so the pace holds however long the writes took.
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        for delay, segment in self.server.paced(self.session.protocol):
+            due += delay
+            if due > loop.time():
+                await asyncio.sleep(due - loop.time())
             self.send(segment)
             await self.drain()
 
@@ -830,6 +856,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--speed", type=float, default=1.0)
     parser.add_argument("--first-frame-delay", type=float, default=0.2)
     parser.add_argument("--client-timeout", type=float, default=15.0)
+    parser.add_argument("--max-connections", type=int, default=64)
+    parser.add_argument(
+        "--echo-mouse", action="store_true", help="answer each client `mouse` with a `mouse`"
+    )
     parser.add_argument(
         "--ask-credentials",
         default="",
@@ -850,6 +880,8 @@ async def _serve(args: argparse.Namespace) -> None:
         silence_nops=nops,
         client_timeout=args.client_timeout,
         ask_credentials=frozenset(p for p in args.ask_credentials.split(",") if p),
+        max_connections=args.max_connections,
+        echo_mouse=args.echo_mouse,
     )
     server = SimulatedGuacd(options)
     await server.start(args.host, args.port)

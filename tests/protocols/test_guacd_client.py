@@ -420,6 +420,22 @@ async def test_replay_sends_the_capture_byte_for_byte(
     assert received == capture
 
 
+@pytest.mark.parametrize("echo", [True, False])
+async def test_mouse_is_echoed_only_when_asked(start_guacd: StartGuacd, echo: bool) -> None:
+    # The relay benchmark times input by guacd's echo (`--echo-mouse`); by
+    # default a replaying guacd answers input with nothing.
+    server = await start_guacd(mode="replay", echo_mouse=echo, idle_sync_interval=60)
+    connection = await connect(server, request_for(RemoteProtocol.SSH))
+    view = StreamView(connection.reader)
+    await view.until_opcode("sync")
+    send(connection, Instruction.of("mouse", 123, 4093, 0), Instruction("disconnect"))
+    seen = await view.until_eof()
+    await connection.aclose()
+    echoes = [i.args[:3] for i in seen if i.opcode == "mouse" and i.args[:2] == ("123", "4093")]
+    assert echoes == ([("123", "4093", "0")] if echo else [])
+    assert seen[-1].opcode == "disconnect"
+
+
 async def test_paced_replay_follows_sync_timestamps(start_guacd: StartGuacd) -> None:
     server = await start_guacd(
         mode="replay", replay_pace=True, replay_speed=50.0, idle_sync_interval=60
