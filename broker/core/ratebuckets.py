@@ -15,17 +15,19 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 _NOW = "extract(epoch FROM clock_timestamp())::double precision"
-_LEVEL = "least(CAST(:burst AS double precision), r.tokens + ({now} - r.at) * :rate)"
+# Parameters typed explicitly: left to infer, PostgreSQL reads `1 / $n` as integers.
+_BURST = "CAST(:burst AS double precision)"
+_RATE = "CAST(:rate AS double precision)"
+_LEVEL = f"least({_BURST}, r.tokens + ({{now}} - r.at) * {_RATE})"
 
 _TAKE = text(
     f"""
     INSERT INTO rate_limits AS r (key, tokens, at, full_at)
-    VALUES (:key, CAST(:burst AS double precision) - 1, {_NOW}, {_NOW} + 1 / :rate)
+    VALUES (:key, {_BURST} - 1, {_NOW}, {_NOW} + 1 / {_RATE})
     ON CONFLICT (key) DO UPDATE SET
         tokens = {_LEVEL.format(now="excluded.at")} - 1,
         at = excluded.at,
-        full_at = excluded.at
-            + (CAST(:burst AS double precision) - {_LEVEL.format(now="excluded.at")} + 1) / :rate
+        full_at = excluded.at + ({_BURST} - {_LEVEL.format(now="excluded.at")} + 1) / {_RATE}
     WHERE {_LEVEL.format(now="excluded.at")} >= 1
     RETURNING r.tokens
     """

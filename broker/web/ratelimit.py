@@ -27,6 +27,7 @@ No HTTP here: `broker.web.guard` applies these at the HTTP edge.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -38,6 +39,8 @@ from broker.config import RateLimitSettings
 from broker.core.ratebuckets import RateStore
 
 Clock = Callable[[], float]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -163,7 +166,13 @@ class SharedLimiter:
         self._refused: OrderedDict[str, float] = OrderedDict()
 
     async def take(self, key: str) -> float:
-        wait = await self._store.take(f"{self._name}:{key}", self._per_minute, self._burst)
+        try:
+            wait = await self._store.take(f"{self._name}:{key}", self._per_minute, self._burst)
+        except Exception as exc:
+            # The request itself went through already: a database hiccup here
+            # must not turn its answer into a 500. Not counted, this once.
+            log.warning("rate limit %s: not counted (%s)", self._name, type(exc).__name__)
+            return 0.0
         if wait:
             self._refused[key] = self._clock() + wait
             self._refused.move_to_end(key)
