@@ -84,7 +84,8 @@ class WorkerLink:
 
     def ready(self) -> None:
         if self._ready_fd is not None:
-            os.write(self._ready_fd, READY)
+            with contextlib.suppress(OSError):  # the supervisor is gone: `watch` says so
+                os.write(self._ready_fd, READY)
             os.close(self._ready_fd)
             self._ready_fd = None
 

@@ -136,17 +136,9 @@ class Metrics:
             ("endpoint",),
             registry=r,
         )
-        self.bus_listening = Gauge(
-            "broker_event_bus_listening",
-            "1 while this replica hears sessions ended on other replicas (PostgreSQL LISTEN).",
-            registry=r,
-            multiprocess_mode="livemin",
-        )
-        self.bus_disconnects = Counter(
-            "broker_event_bus_disconnects",
-            "Listening connections for other replicas' events lost since start.",
-            registry=r,
-        )
+        # Made at the first sample with an event bus: without one (SQLite) they
+        # are not shown, rather than shown as 0 (which would read "not hearing").
+        self._bus: tuple[Gauge, Counter] | None = None
         self.tasks = Gauge(
             "broker_asyncio_tasks",
             "asyncio tasks alive in this process.",
@@ -184,13 +176,30 @@ class Metrics:
             self.guacd_failures.labels(endpoint=endpoint).inc(max(0.0, s.failures - seen))
             self._failures_seen[endpoint] = max(seen, float(s.failures))
         if bus is not None:
-            self.bus_listening.set(float(bus.listening))
-            self.bus_disconnects.inc(max(0.0, bus.disconnects - self._disconnects_seen))
+            listening, disconnects = self._bus or self._bus_metrics()
+            listening.set(float(bus.listening))
+            disconnects.inc(max(0.0, bus.disconnects - self._disconnects_seen))
             self._disconnects_seen = max(self._disconnects_seen, float(bus.disconnects))
         try:
             self.tasks.set(len(asyncio.all_tasks()))
         except RuntimeError:  # no running loop (made outside the app)
             self.tasks.set(0)
+
+    def _bus_metrics(self) -> tuple[Gauge, Counter]:
+        self._bus = (
+            Gauge(
+                "broker_event_bus_listening",
+                "1 while this replica hears sessions ended on other replicas (PostgreSQL LISTEN).",
+                registry=self.registry,
+                multiprocess_mode="livemin",
+            ),
+            Counter(
+                "broker_event_bus_disconnects",
+                "Listening connections for other replicas' events lost since start.",
+                registry=self.registry,
+            ),
+        )
+        return self._bus
 
     def render(self, snapshot: Sequence[Metric] = ()) -> str:
         """The exposition text: every worker's metrics (or this process's),

@@ -39,3 +39,11 @@ def test_apps_in_one_process_keep_their_own_counts() -> None:
     a.launches.labels(outcome="created").inc()
     assert value(a.render(), "broker_launches_total", outcome="created") == 1
     assert value(b.render(), "broker_launches_total", outcome="created") is None
+
+
+def test_no_event_bus_no_event_bus_metrics() -> None:
+    # SQLite has no bus between replicas: nothing to report, rather than a 0
+    # that would read "not hearing the other replicas".
+    metrics = Metrics()
+    metrics.sample()
+    assert "broker_event_bus" not in metrics.render()

@@ -393,6 +393,24 @@ async def test_sigterm_drains_every_worker_then_exits_0(service, token) -> None:
     assert not any(alive(pid) for pid in pids)
 
 
+async def test_workers_drain_and_exit_when_the_supervisor_is_killed(service) -> None:
+    svc: Service = await service()
+    pids = await svc.wait_workers()
+    svc.proc.kill()  # SIGKILL: nothing passes a signal on
+    svc.proc.wait()
+    deadline = time.monotonic() + 40
+    while any(alive(pid) and not zombie(pid) for pid in pids):
+        assert time.monotonic() < deadline, "workers outlived their supervisor"
+        await asyncio.sleep(0.05)
+
+
+def zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except OSError:
+        return True
+
+
 def test_workers_are_refused_on_sqlite(tmp_path: Path) -> None:
     config = tmp_path / "broker.toml"
     config.write_text(
