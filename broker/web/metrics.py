@@ -16,7 +16,7 @@ counter never goes back). Gauges say how they combine (``multiprocess_mode``):
 - ``broker_guacd_healthy``, ``broker_event_bus_listening``: ``livemin``, 1
   only while every live worker sees the guacd healthy / hears the other
   replicas (one worker that does not is the thing to alert on; ``max`` would
-  hide it);
+  hide it). An exited worker's gauges go with it (``mark_process_dead``).
 
 Values read from the database at scrape time (``broker_sessions``,
 ``broker_sessions_ended_total``) and ``broker_up`` are not kept in any file:
