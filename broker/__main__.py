@@ -23,6 +23,7 @@ from broker.core.auth import mint_dev_token
 from broker.core.db import DbSession
 from broker.core.errors import ConfigError
 from broker.web.logs import AccessLogger, setup_logging
+from broker.workers import WorkerLink
 
 log = logging.getLogger("broker")
 
@@ -44,6 +45,15 @@ def _parser() -> argparse.ArgumentParser:
         "requests naming localhost as their Host",
     )
     serve.add_argument("--log-level", default="INFO")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="processes serving the one port (default: server.workers, 1); "
+        "PostgreSQL only, see the README",
+    )
+    # Given by the supervisor of --workers to each worker (broker.workers).
+    serve.add_argument("--worker-ready-fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-metrics-dir", help=argparse.SUPPRESS)
 
     mig = sub.add_parser("migrate", help="apply database migrations and exit")
     _config_arg(mig)
@@ -127,10 +137,11 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     try:
         if args.command == "serve":
-            return serve(args)
+            return serve(args, argv)
         if args.command == "migrate":
             return migrate_command(args)
         if args.command == "token":
@@ -304,7 +315,10 @@ def is_loopback(host: str) -> bool:
         return all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve(args: argparse.Namespace, argv: Sequence[str] = ()) -> int:
+    """``broker serve``: one process, or with ``--workers N`` (``server.workers``)
+    a supervisor of N worker processes (`broker.workers`), each of them this
+    same command with the worker arguments added."""
     setup_logging(args.log_level)
     overrides: dict[str, object] = {}
     if args.host:
@@ -313,6 +327,8 @@ def serve(args: argparse.Namespace) -> int:
         overrides["port"] = args.port
     if args.insecure_dev:
         overrides["allow_loopback_hosts"] = True  # a development run: localhost is fine
+    if args.workers is not None:
+        overrides["workers"] = args.workers
     settings = (
         load_settings(args.config, server=overrides) if overrides else load_settings(args.config)
     )
@@ -322,6 +338,12 @@ def serve(args: argparse.Namespace) -> int:
             f"refusing to listen on {host} with a development HS256 secret; "
             "use a JWKS URL or public key, listen on loopback, or pass --insecure-dev"
         )
+    workers = settings.server.workers
+    if workers > 1 and args.worker_ready_fd is None:
+        from broker.workers import check_workers, supervise
+
+        check_workers(settings, workers)
+        return supervise(argv, workers, lambda: _announce(settings, workers))
     if settings.demo.enabled:
         from broker.demo import DemoUnavailable, check_available
 
@@ -331,9 +353,13 @@ def serve(args: argparse.Namespace) -> int:
             print(f"broker: {exc}", file=sys.stderr)
             return 1
     from broker.app import create_app
+    from broker.web.metrics import Metrics
 
-    app = create_app(settings)
-    asyncio.run(run_until_signalled(app, settings))
+    link = None
+    if args.worker_ready_fd is not None:
+        link = WorkerLink(args.worker_ready_fd)
+    app = create_app(settings, metrics=Metrics(multiprocess_dir=args.worker_metrics_dir))
+    asyncio.run(run_until_signalled(app, settings, worker=link))
     return 0
 
 
@@ -346,7 +372,9 @@ def settle_garbage_collector() -> None:
     gc.freeze()
 
 
-async def run_until_signalled(app: web.Application, settings: Settings) -> None:
+async def run_until_signalled(
+    app: web.Application, settings: Settings, *, worker: WorkerLink | None = None
+) -> None:
     """Serve until SIGTERM/SIGINT, then drain (RELIABILITY.md):
 
     1. ``/readyz`` fails at once and new launches and viewer connects get 503 /
@@ -357,6 +385,10 @@ async def run_until_signalled(app: web.Application, settings: Settings) -> None:
     3. the rest are closed with SERVER_BUSY (viewers reconnect to another
        replica; their sessions stay active; proxied WebSockets get 1001),
        then the server stops.
+
+    A ``worker`` of ``broker serve --workers`` shares the port with the other
+    workers (``SO_REUSEPORT``), tells the supervisor when it listens instead
+    of printing where, and drains also when the supervisor is gone.
     """
     from broker.core.streams import DRAINING
     from broker.web.connections import EdgeRunner
@@ -367,13 +399,18 @@ async def run_until_signalled(app: web.Application, settings: Settings) -> None:
     await runner.setup()
     settle_garbage_collector()
     try:
-        site = web.TCPSite(runner, settings.server.host, settings.server.port)
+        server = settings.server
+        site = web.TCPSite(runner, server.host, server.port, reuse_port=worker is not None)
         await site.start()
-        _announce(settings)  # only now: a client acting on the printed URL is served
         loop = asyncio.get_running_loop()
         signals: asyncio.Queue[int] = asyncio.Queue()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, signals.put_nowait, sig)
+        if worker is None:
+            _announce(settings)  # only now: a client acting on the printed URL is served
+        else:
+            worker.watch(loop, lambda: signals.put_nowait(signal.SIGTERM))
+            worker.ready()
         received = await signals.get()
         broker = app[BROKER]
         broker.draining = True
@@ -392,9 +429,9 @@ async def run_until_signalled(app: web.Application, settings: Settings) -> None:
         await runner.cleanup()
 
 
-def _announce(settings: Settings) -> None:
+def _announce(settings: Settings, workers: int = 1) -> None:
     base = settings.server.public_url or f"http://{settings.server.host}:{settings.server.port}"
-    lines = [f"broker listening on {base}"]
+    lines = [f"broker listening on {base}" + (f" ({workers} workers)" if workers > 1 else "")]
     # Only the demo prints a live token: with a config, anyone reading the
     # service's output (journal, container logs) could use one.
     if settings.demo.enabled and settings.auth.dev_secret:

@@ -28,12 +28,14 @@ from broker.core.db import DbSession, analyze, create_engine, migrate, session_f
 from broker.core.events import EventBus
 from broker.core.models import Workspace, utcnow
 from broker.core.pgevents import PgEventBus
-from broker.core.reaper import reap_once
+from broker.core.ratebuckets import RateStore
+from broker.core.reaper import end_due, sweep_streams
 from broker.core.reconciler import reconcile_once
 from broker.core.retention import Pruner
 from broker.core.runtime import Broker
 from broker.core.sessions import SessionService
 from broker.core.streams import DRAINING
+from broker.core.turns import Turns
 from broker.core.workspaces import check_workspaces
 from broker.web import api, apps, health, redact, viewer
 from broker.web.apps import app_origin_middleware
@@ -47,7 +49,7 @@ from broker.web.http import (
     security_headers,
     unexpected_middleware,
 )
-from broker.web.metrics import Metrics
+from broker.web.metrics import SAMPLE_SECONDS, Metrics
 from broker.web.origins import OriginPolicy
 from broker.web.ratelimit import RateLimits
 from protocols.guacd import GuacdEndpoint, GuacdTimeouts
@@ -69,9 +71,12 @@ def create_app(
     *,
     tunnels: TunnelProvider | None = None,
     provider_factory: ProviderFactory | None = None,
+    metrics: Metrics | None = None,
 ) -> web.Application:
     """The broker as an aiohttp app. ``tunnels`` (owned by the caller) or
-    ``provider_factory`` replace the provider the settings name."""
+    ``provider_factory`` replace the provider the settings name; ``metrics``
+    is given by a worker of ``broker serve --workers`` (shared with the
+    other workers), else the app keeps its own."""
     app = web.Application(
         # In this order, outermost first.
         middlewares=[
@@ -90,7 +95,7 @@ def create_app(
         # token check (not the HTTP parser) decides about long tokens.
         handler_args={"max_field_size": max(8190, 2 * settings.auth.max_token_bytes + 64)},
     )
-    metrics = Metrics()
+    metrics = metrics or Metrics()
     app[METRICS] = metrics
     app[RATE_LIMITS] = RateLimits(settings.ratelimit)
     app[ORIGINS] = OriginPolicy.from_settings(settings)
@@ -145,7 +150,11 @@ def _lifetime(
             check_workspaces(settings.workspaces)
             broker = await _build(stack, settings, metrics, injected, factory)
             app[BROKER] = broker
-            _start_background(stack, broker)
+            limits = app[RATE_LIMITS]
+            if settings.server.workers > 1 and not settings.is_sqlite:
+                # One budget for the host, whichever worker a request reaches.
+                limits.share(RateStore(broker.engine))
+            _start_background(stack, broker, metrics, limits.store)
             yield
 
     return lifetime
@@ -190,7 +199,7 @@ async def _build(
         settings,
         tunnels,
         events,
-        on_launch=lambda outcome: metrics.launches.inc(outcome=outcome),
+        on_launch=lambda outcome: metrics.launches.labels(outcome=outcome).inc(),
         guacd_available=guacd.available,
     )
     stack.push_async_callback(sessions.aclose)
@@ -219,20 +228,42 @@ def _event_bus(settings: Settings, engine: AsyncEngine) -> EventBus:
     return EventBus()
 
 
-def _start_background(stack: AsyncExitStack, broker: Broker) -> None:
+def _start_background(
+    stack: AsyncExitStack, broker: Broker, metrics: Metrics, limits: RateStore | None
+) -> None:
+    """The periodic jobs. What acts on the shared database runs in one process
+    per pass (`broker.core.turns`: every worker of ``--workers`` and every
+    replica starts its loop; one of them takes each turn). What keeps this
+    process's own state runs in every process: the sweep of its open streams,
+    its guacd pool's health checks (each worker's pool routes its own
+    connects by what it saw), and its metrics sample."""
     tunnel = broker.settings.tunnel
-    revokes = Periodic("revoke-retry", tunnel.revoke_retry_seconds, broker.sessions.retry_revokes)
+    turns = Turns(broker.engine)
+    revokes = Periodic(
+        "revoke-retry",
+        tunnel.revoke_retry_seconds,
+        turns.once("revoke-retry", broker.sessions.retry_revokes),
+    )
 
     async def reconcile_pass() -> None:
         await reconcile_once(
             broker.sessions, broker.tunnels, launch_timeout=tunnel.launch_timeout_seconds
         )
 
-    reconciler = Periodic("tunnel-reconciler", tunnel.reconcile_interval_seconds, reconcile_pass)
+    reconciler = Periodic(
+        "tunnel-reconciler",
+        tunnel.reconcile_interval_seconds,
+        turns.once("tunnel-reconciler", reconcile_pass),
+    )
 
     async def reap_pass() -> None:
-        # Also the one sweep of the open streams (`broker.core.reaper.sweep_streams`).
-        await reap_once(broker.sessions, broker.settings, broker.streams)
+        # The sweep of this process's open streams (`broker.core.reaper.sweep_streams`)
+        # every pass; ending due sessions in one process per pass.
+        now = utcnow()
+        await sweep_streams(broker.sessions, broker.streams, now)
+        async with turns.take("reaper") as mine:
+            if mine:
+                await end_due(broker.sessions, broker.settings, now)
 
     reaper = Periodic("reaper", broker.settings.limits.reaper_interval_seconds, reap_pass)
     if isinstance(broker.events, PgEventBus):
@@ -240,6 +271,7 @@ def _start_background(stack: AsyncExitStack, broker: Broker) -> None:
         # sweep closes those sessions' streams now, not an interval later.
         broker.events.on_resumed(reaper.wake)
     retention = broker.settings.retention
+    # The pruner takes its own turn (`broker.core.retention`).
     pruner = Pruner(broker.engine, broker.db, retention)
     # The first run waits up to a minute: a start (migrations, seeding, the
     # first launches) is no time for bulk deletes.
@@ -256,6 +288,15 @@ def _start_background(stack: AsyncExitStack, broker: Broker) -> None:
     if broker.settings.is_sqlite:
         # At start (just after the migrations), then hourly as the tables grow.
         loops.append(Periodic("sqlite-analyze", ANALYZE_SECONDS, lambda: analyze(broker.engine)))
+    if limits is not None:
+        loops.append(Periodic("ratelimit-prune", 60.0, turns.once("ratelimit-prune", limits.prune)))
+    if metrics.multiprocess_dir is not None:
+
+        async def sample() -> None:
+            pool = broker.guacd
+            metrics.sample(pool.states() if pool is not None else (), broker.events.state())
+
+        loops.append(Periodic("metrics-sample", SAMPLE_SECONDS, sample))
     for loop in loops:
         loop.start()
         stack.push_async_callback(loop.aclose)

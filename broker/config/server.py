@@ -17,7 +17,8 @@ class ServerSettings:
     demo and ``--insecure-dev`` turn it on). A connection must send its
     request headers within ``header_timeout_seconds``, and one address may
     hold at most ``max_pending_headers_per_ip`` connections still sending
-    them (`broker.web.connections`)."""
+    them (`broker.web.connections`). ``workers`` processes serve the one
+    port (``broker serve --workers``, `broker.workers`; PostgreSQL only)."""
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -30,9 +31,12 @@ class ServerSettings:
     allow_loopback_hosts: bool = False
     header_timeout_seconds: float = 10.0
     max_pending_headers_per_ip: int = 32
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if self.header_timeout_seconds <= 0:
             raise ConfigError("'server.header_timeout_seconds' must be more than 0")
         if self.max_pending_headers_per_ip < 1:
             raise ConfigError("'server.max_pending_headers_per_ip' must be at least 1")
+        if self.workers < 1:
+            raise ConfigError("'server.workers' must be at least 1")

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Boolean,
     ColumnElement,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -299,6 +300,21 @@ class AuditEvent(Base):
         Index("ix_audit_events_email_id", "user_email", "id"),
         Index("ix_audit_events_action_id", "action", "id"),
     )
+
+
+class RateLimitState(Base):
+    """A rate-limit bucket shared by every worker and replica
+    (`broker.core.ratebuckets`): ``tokens`` left at ``at``, full again at
+    ``full_at`` (seconds since the epoch, by the database's clock). A row
+    full again is the same as none, and is pruned. Unlogged on PostgreSQL:
+    it is lost on a crash, which only refills every bucket."""
+
+    __tablename__ = "rate_limits"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    at: Mapped[float] = mapped_column(Float)
+    full_at: Mapped[float] = mapped_column(Float)
 
 
 def utcnow() -> datetime:

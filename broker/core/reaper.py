@@ -13,7 +13,9 @@ Limits (per workspace, with global defaults; 0 or negative: none):
 
 Every pass is safe with several replicas running it: ending is a conditional
 update, so each due session is ended once, by whichever replica gets there
-first, and its viewers close with SESSION_TIMEOUT wherever they are. A pass
+first, and its viewers close with SESSION_TIMEOUT wherever they are. The
+broker runs `end_due` in one process per pass (`broker.core.turns`), and
+`sweep_streams` in every process: each holds its own streams. A pass
 that fails (database briefly unavailable) is simply retried at the next
 interval, so no session outlives its deadline by more than about one interval.
 
@@ -151,6 +153,11 @@ async def reap_once(
     ``now`` is for tests; the default is the current time."""
     now = now or utcnow()
     await sweep_streams(sessions, streams, now)
+    return await end_due(sessions, settings, now)
+
+
+async def end_due(sessions: SessionService, settings: Settings, now: datetime) -> list[Due]:
+    """End every session past a limit at ``now``; the ones this call ended."""
     ended = []
     for item in await due_sessions(sessions, settings, now):
         if await sessions.end(item.session_id, item.reason, Actor.system(), limit=item.why):

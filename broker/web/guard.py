@@ -103,24 +103,24 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
     `ORIGINS` set on the app."""
     broker = request.app[BROKER]
     if not request.raw_path.startswith("/"):
-        metrics_of(request).edge_refusals.inc(reason="request_target")
+        metrics_of(request).edge_refusals.labels(reason="request_target").inc()
         return error_response(
             400, "The request target must be a path, e.g. /api/workspaces", "bad_request_target"
         )
     if _header_bytes(request) > max_header_bytes(broker.settings):
-        metrics_of(request).edge_refusals.inc(reason="headers_too_large")
+        metrics_of(request).edge_refusals.labels(reason="headers_too_large").inc()
         return error_response(431, "Request headers too large", "headers_too_large")
     seen = _Request(request, broker)
     local = _local_address(request)
     if not seen.app_host and not request.app[ORIGINS].allows_host(
         request.headers.get("Host"), local
     ):
-        metrics_of(request).edge_refusals.inc(reason="misdirected")
+        metrics_of(request).edge_refusals.labels(reason="misdirected").inc()
         return error_response(
             421, "This broker does not serve that host name", "misdirected_request"
         )
     if not _origin_allowed(request, broker, seen, local):
-        metrics_of(request).edge_refusals.inc(reason="websocket_origin")
+        metrics_of(request).edge_refusals.labels(reason="websocket_origin").inc()
         return error_response(
             403, "WebSocket connections from this origin are not allowed", "origin_not_allowed"
         )
@@ -131,7 +131,7 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
     if refused is not None:
         return refused
     response = await handler(request)
-    return _after(request, limits, seen, response)
+    return await _after(request, limits, seen, response)
 
 
 def max_header_bytes(settings: Settings) -> int:
@@ -182,22 +182,22 @@ def _local_address(request: web.Request) -> tuple[str, int] | None:
 async def _before(
     request: web.Request, broker: Broker, limits: RateLimits, seen: _Request
 ) -> web.StreamResponse | None:
-    if seen.presented and (wait := limits.ip_failures.peek(seen.ip)):
+    if seen.presented and (wait := await limits.ip_failures.peek(seen.ip)):
         detail = "Too many failed sign-ins from your address; try again later"
         return await _too_many(request, wait, detail, "ip_auth_failures")
     if not seen.launch:
         return None
-    if wait := limits.ip_launches.peek(seen.ip):
+    if wait := await limits.ip_launches.peek(seen.ip):
         detail = "Too many launches from your address; try again later"
         return await _too_many(request, wait, detail, "ip_launches")
-    if seen.subject is not None and (wait := limits.user_launches.peek(seen.subject)):
+    if seen.subject is not None and (wait := await limits.user_launches.peek(seen.subject)):
         if await broker.credentials.verifies(seen.credential or ""):
             detail = "Too many launches; try again later"
             return await _too_many(request, wait, detail, "user_launches")
     return None
 
 
-def _after(
+async def _after(
     request: web.Request,
     limits: RateLimits,
     seen: _Request,
@@ -205,25 +205,25 @@ def _after(
 ) -> web.StreamResponse:
     failed = request.get(AUTH_FAILED, False) or (response.status == 401 and seen.presented)
     if failed:
-        limits.ip_failures.take(seen.ip)
-        if seen.subject is not None and (wait := limits.user_failures.take(seen.subject)):
+        await limits.ip_failures.take(seen.ip)
+        if seen.subject is not None and (wait := await limits.user_failures.take(seen.subject)):
             if response.status == 401 and not response.prepared:
-                metrics_of(request).edge_refusals.inc(reason="user_auth_failures")
+                metrics_of(request).edge_refusals.labels(reason="user_auth_failures").inc()
                 detail = "Too many failed sign-ins for this user; try again later"
                 return error_response(
                     429, detail, "too_many_requests", {"Retry-After": str(retry_after(wait))}
                 )
     elif seen.launch and response.status not in (401, 429):
-        limits.ip_launches.take(seen.ip)
+        await limits.ip_launches.take(seen.ip)
         if seen.subject is not None:
-            limits.user_launches.take(seen.subject)
+            await limits.user_launches.take(seen.subject)
     return response
 
 
 async def _too_many(
     request: web.Request, wait: float, detail: str, rule: str
 ) -> web.StreamResponse:
-    metrics_of(request).edge_refusals.inc(reason=rule)
+    metrics_of(request).edge_refusals.labels(reason=rule).inc()
     seconds = retry_after(wait)
     offered = request.headers.get("Sec-WebSocket-Protocol", "")
     if "guacamole" in (p.strip() for p in offered.split(",")):

@@ -21,18 +21,18 @@ from collections.abc import Awaitable
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from sqlalchemy import text
 
 from broker.core.errors import Forbidden
-from broker.core.events import BusState
 from broker.core.models import EndReason, SessionStatus
 from broker.core.queries import SessionCounts
 from broker.core.runtime import Broker
 from broker.core.workspaces import uses_guacd
 from broker.web.http import broker_of, json_response, metrics_of, principal
-from broker.web.metrics import Labels, counter_lines, gauge_lines
+from broker.web.metrics import CONTENT_TYPE
 from broker.web.serialize import iso
-from protocols.guacd_pool import EndpointHealth
 from tunnels.base import Check
 
 log = logging.getLogger(__name__)
@@ -141,85 +141,43 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     broker = broker_of(request)
-    lines = list(metrics_of(request).render())
+    kept = metrics_of(request)
+    kept.sample(broker.guacd.states() if broker.guacd is not None else (), broker.events.state())
     try:
         counts = await asyncio.wait_for(broker.queries.counts(), CHECK_TIMEOUT)
     except Exception as exc:  # metrics must render even when the database is down
         log.warning("session counts unavailable: %s", type(exc).__name__)
         counts = None
-    if counts is not None:
-        lines += _session_metrics(counts)
-    lines += gauge_lines("broker_up", "1 while the broker serves.", {(): 1.0})
-    if broker.guacd is not None:
-        lines += _guacd_metrics(broker.guacd.states())
-    bus = broker.events.state()
-    if bus is not None:
-        lines += _event_bus_metrics(bus)
-    tasks: dict[Labels, float] = {(): float(len(asyncio.all_tasks()))}
-    lines += gauge_lines("broker_asyncio_tasks", "asyncio tasks alive in this process.", tasks)
+    up = GaugeMetricFamily("broker_up", "1 while the broker serves.", value=1.0)
+    families = [*session_metrics(counts), up] if counts is not None else [up]
     return web.Response(
-        text="\n".join(lines) + "\n",
-        content_type="text/plain",
+        text=kept.render(families),
+        content_type=CONTENT_TYPE,
         charset="utf-8",
         headers={"X-Content-Type-Options": "nosniff"},
     )
 
 
-def _session_metrics(counts: SessionCounts) -> list[str]:
+def session_metrics(counts: SessionCounts) -> list[Metric]:
     """Active sessions now, and sessions ended ever by reason (with the status
     the reason gives): both read from the database, the same from every
-    replica, at the same cost however many sessions are kept. Every reason is
-    shown, 0 until it happens, so rates work from the first end."""
-    active: dict[Labels, float] = {(("status", str(SessionStatus.ACTIVE)),): float(counts.active)}
+    replica and worker, at the same cost however many sessions are kept, and
+    added by the answering worker only. Every reason is shown, 0 until it
+    happens, so rates work from the first end."""
+    active = GaugeMetricFamily("broker_sessions", "Sessions now active.", labels=("status",))
+    active.add_metric((str(SessionStatus.ACTIVE),), float(counts.active))
     status_of = {str(reason): str(reason.status) for reason in EndReason}
-    ended: dict[Labels, float] = {
-        (("reason", reason), ("status", status)): 0.0 for reason, status in status_of.items()
-    }
-    for reason, value in counts.ended.items():
-        ended[(("reason", reason), ("status", status_of.get(reason, "unknown")))] = float(value)
-    return [
-        *gauge_lines("broker_sessions", "Sessions now active.", active),
-        *counter_lines(
-            "broker_sessions_ended_total",
-            "Sessions ended, by reason and the status it gives (all replicas, ever).",
-            ended,
-        ),
-    ]
-
-
-def _guacd_metrics(states: list[EndpointHealth]) -> list[str]:
-    healthy: dict[Labels, float] = {}
-    live: dict[Labels, float] = {}
-    failures: dict[Labels, float] = {}
-    for s in states:
-        key: Labels = (("endpoint", str(s.endpoint)),)
-        healthy[key], live[key], failures[key] = float(bool(s.healthy)), s.live, s.failures
-    return [
-        *gauge_lines(
-            "broker_guacd_healthy", "1 while the guacd passed its last health check.", healthy
-        ),
-        *gauge_lines("broker_guacd_live_connections", "Open connections to the guacd.", live),
-        *counter_lines(
-            "broker_guacd_failures_total",
-            "Failed health checks and connections before ready, per guacd.",
-            failures,
-        ),
-    ]
-
-
-def _event_bus_metrics(state: BusState) -> list[str]:
-    return [
-        *gauge_lines(
-            "broker_event_bus_listening",
-            "1 while this replica hears sessions ended on other replicas (PostgreSQL LISTEN).",
-            {(): float(state.listening)},
-        ),
-        *counter_lines(
-            "broker_event_bus_disconnects_total",
-            "Listening connections for other replicas' events lost since start.",
-            {(): float(state.disconnects)},
-        ),
-    ]
+    ended_by = dict.fromkeys(status_of, 0.0)
+    for reason, count in counts.ended.items():
+        ended_by[reason] = float(count)
+    ended = CounterMetricFamily(
+        "broker_sessions_ended",
+        "Sessions ended, by reason and the status it gives (all replicas, ever).",
+        labels=("reason", "status"),
+    )
+    for reason, total in sorted(ended_by.items()):
+        ended.add_metric((reason, status_of.get(reason, "unknown")), total)
+    return [active, ended]
 
 
 def routes() -> list[web.RouteDef]:

@@ -229,12 +229,9 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
-        metrics_of(request).requests.observe(
-            time.perf_counter() - started,
-            route=route,
-            method=request.method,
-            status=f"{status // 100}xx",
-        )
+        metrics_of(request).requests.labels(
+            method=request.method, route=route, status=f"{status // 100}xx"
+        ).observe(time.perf_counter() - started)
 
 
 def cors_middleware(origins: Sequence[str]) -> Middleware:

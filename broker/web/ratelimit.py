@@ -11,24 +11,36 @@ Addresses are keyed by `address_key`: an IPv6 client by its /64 (one host
 usually holds a whole /64, so keying by /128 would give it 2^64 budgets), an
 IPv4 client (also IPv4-mapped IPv6) by its address.
 
-The limits are per broker process: with several replicas each one counts on
-its own (a caller spread over N replicas gets up to N times the budget).
+One process (the default) counts in memory. With ``broker serve --workers
+N`` (`RateLimits.share`) the buckets are rows in PostgreSQL
+(`broker.core.ratebuckets`), one budget for the host (and for replicas on
+the same database): each spend is one UPSERT, and a worker that is refused
+remembers the key as refused until its bucket has a token again, so the
+checks before a request (`peek`) stay in memory. A key spent out on one
+worker is thus refused by another from that worker's own next spend of it:
+at most one request per worker beyond the host's budget, instead of N times
+the budget. Without ``--workers``, replicas each count on their own.
 
-No I/O and no HTTP here: `broker.web.guard` applies these at the HTTP edge.
+No HTTP here: `broker.web.guard` applies these at the HTTP edge.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from broker.config import RateLimitSettings
+from broker.core.ratebuckets import RateStore
 
 Clock = Callable[[], float]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -109,17 +121,110 @@ def retry_after(wait: float) -> int:
     return max(1, math.ceil(wait))
 
 
+class Limiter(Protocol):
+    """One limit, keyed: `take` spends, `peek` only looks (0.0: a token is
+    there, else the seconds until one is)."""
+
+    async def take(self, key: str) -> float: ...
+
+    async def peek(self, key: str) -> float: ...
+
+
+class LocalLimiter:
+    """A limit counted in this process's memory."""
+
+    def __init__(self, bucket: Bucket) -> None:
+        self.bucket = bucket
+
+    async def take(self, key: str) -> float:
+        return self.bucket.take(key)
+
+    async def peek(self, key: str) -> float:
+        return self.bucket.peek(key)
+
+
+class SharedLimiter:
+    """A limit counted in the database (`RateStore`) for every process, named
+    ``name`` there; refusals are remembered here (at most ``max_keys``)."""
+
+    def __init__(
+        self,
+        store: RateStore,
+        name: str,
+        per_minute: float,
+        burst: int,
+        *,
+        max_keys: int = 100_000,
+        clock: Clock | None = None,
+    ) -> None:
+        self._store = store
+        self._name = name
+        self._per_minute = per_minute
+        self._burst = burst
+        self._max_keys = max_keys
+        self._clock = clock or time.monotonic
+        self._refused: OrderedDict[str, float] = OrderedDict()
+
+    async def take(self, key: str) -> float:
+        try:
+            wait = await self._store.take(f"{self._name}:{key}", self._per_minute, self._burst)
+        except Exception as exc:
+            # The request itself went through already: a database hiccup here
+            # must not turn its answer into a 500. Not counted, this once.
+            log.warning("rate limit %s: not counted (%s)", self._name, type(exc).__name__)
+            return 0.0
+        if wait:
+            self._refused[key] = self._clock() + wait
+            self._refused.move_to_end(key)
+            while len(self._refused) > self._max_keys:
+                self._refused.popitem(last=False)
+        else:
+            self._refused.pop(key, None)
+        return wait
+
+    async def peek(self, key: str) -> float:
+        until = self._refused.get(key)
+        if until is None:
+            return 0.0
+        wait = until - self._clock()
+        if wait <= 0:
+            del self._refused[key]
+            return 0.0
+        return wait
+
+
 class RateLimits:
     """The broker's four limits. With ``enabled = false`` every check passes."""
 
     def __init__(self, settings: RateLimitSettings, clock: Clock | None = None) -> None:
-        s = settings
+        s = self.settings = settings
         self.enabled = s.enabled
+        self.store: RateStore | None = None
 
-        def bucket(per_minute: float, burst: int) -> Bucket:
-            return Bucket(per_minute, burst, max_keys=s.max_keys, clock=clock)
+        def bucket(per_minute: float, burst: int) -> Limiter:
+            return LocalLimiter(Bucket(per_minute, burst, max_keys=s.max_keys, clock=clock))
 
         self.user_launches = bucket(s.user_launches_per_minute, s.user_launch_burst)
         self.ip_launches = bucket(s.ip_launches_per_minute, s.ip_launch_burst)
         self.user_failures = bucket(s.user_auth_failures_per_minute, s.user_auth_failure_burst)
         self.ip_failures = bucket(s.ip_auth_failures_per_minute, s.ip_auth_failure_burst)
+
+    def share(self, store: RateStore) -> None:
+        """Count in ``store`` from now on, with every other process using it
+        (at start, before requests: what was counted in memory is dropped)."""
+        s = self.settings
+        self.store = store
+
+        def shared(name: str, per_minute: float, burst: int) -> Limiter:
+            return SharedLimiter(store, name, per_minute, burst, max_keys=s.max_keys)
+
+        self.user_launches = shared(
+            "user_launches", s.user_launches_per_minute, s.user_launch_burst
+        )
+        self.ip_launches = shared("ip_launches", s.ip_launches_per_minute, s.ip_launch_burst)
+        self.user_failures = shared(
+            "user_auth_failures", s.user_auth_failures_per_minute, s.user_auth_failure_burst
+        )
+        self.ip_failures = shared(
+            "ip_auth_failures", s.ip_auth_failures_per_minute, s.ip_auth_failure_burst
+        )

@@ -92,13 +92,16 @@ async def test_a_server_that_answers_but_refuses_is_a_refused_login(
     not be reached"."""
     server = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    workspaces = WORKSPACES + f"""
+    workspaces = (
+        WORKSPACES
+        + f"""
 [[workspaces]]
 id = "ws-listening"
 name = "A server that answers"
 type = "{"vnc" if failure == "disconnect" else "rdp"}"
 port = {port}
 """
+    )
     settings = make_settings(
         workspaces=workspaces, env={"BROKER_GUACD_ENDPOINTS": f"127.0.0.1:{guacd.port}"}
     )
