@@ -6,7 +6,7 @@ holds for the host instead of once per process.
 row, atomically, by the database's clock) in autocommit; only a refusal reads
 the row again to say how long until a token. Rows of buckets full again are
 removed by `RateStore.prune` (the broker runs it once a minute, in one
-process). The table is UNLOGGED (migration 0010).
+process). The table is UNLOGGED (migration 0011).
 """
 
 from __future__ import annotations

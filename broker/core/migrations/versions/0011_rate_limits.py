@@ -4,8 +4,8 @@ process (`broker.core.ratebuckets`). UNLOGGED on PostgreSQL: no WAL for a
 counter written on every limited request; a crash empties it, which only
 refills every bucket.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-01
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
