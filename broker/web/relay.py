@@ -22,9 +22,15 @@ Before the first ``sync`` the scanner also skips the tail of an instruction
 whose head guacd 1.5.5 sent to no one (its race when a user joins; see
 `BoundaryScanner`): logged and counted (``guacd_join_repairs``), not fatal.
 
+The browser's answers to guacd's frames (``4.sync,N.<timestamp>;``, about
+one per frame) are recognised by their shape and length and forwarded without
+a parse. What goes to guacd is queued and written once per loop pass, so
+messages that arrive together cost one ``send``.
+
 Backpressure: a slow browser makes ``send_frame`` wait on the socket, so the
 relay stops reading guacd and TCP slows guacd down; nothing grows unbounded.
-A slow guacd does the same to the browser through ``drain``.
+A slow guacd does the same to the browser: once ``GUACD_BACKLOG`` bytes wait
+for it, the relay stops reading the browser until they drain.
 
 The relay ends when either side closes, when guacd sends ``error`` (passed to
 the browser first), or when `Relay.end` is called (the session ended, the
