@@ -368,23 +368,25 @@ class BoundaryScanner:
                     # The fast path: a whole ASCII instruction in one match. A
                     # miss (split, non-ASCII, unusual, malformed) costs one
                     # match; the element loop below then takes it from its head.
-                    m = whole(buf, pos)
-                    if m is not None:
+                    while (m := whole(buf, pos)) is not None:
                         end = m.end()
                         kind = m.lastindex
                         if kind == 4:  # _LONG: the last element's length prefix
                             end += int(m.group(4))
                             kind = _kind_of(buf, pos) if buf[pos + 2] in maybe_noted else None
-                        if end < size and buf[end] == 59 and end - pos < limit:  # ";"
-                            end += 1
-                            count += 1
-                            if kind is not None:
-                                if kind == 1:  # _SYNC
-                                    syncs += 1
-                                else:
-                                    self._noted(kind, buf, pos, end, syncs)
-                            pos = ready = inst_start = end
-                            continue
+                        if not (end < size and buf[end] == 59 and end - pos < limit):  # ";"
+                            break
+                        end += 1
+                        count += 1
+                        if kind is not None:
+                            if kind == 1:  # _SYNC
+                                syncs += 1
+                            else:
+                                self._noted(kind, buf, pos, end, syncs)
+                        pos = end
+                    ready = inst_start = pos
+                    if pos >= size:
+                        break
                 if not in_content:
                     dot = buf.find(b".", pos, pos + MAX_LENGTH_DIGITS + 1)
                     digits = buf[pos:dot] if dot >= 0 else buf[pos : pos + MAX_LENGTH_DIGITS + 1]
@@ -489,7 +491,8 @@ def _short_element() -> str:
             branches += [f"{d}{after(length * 10 + d)}" for d in range(10)]
         return "(?:" + "|".join(branches) + ")"
 
-    return "(?:" + "|".join(f"{d}{after(d)}" for d in range(10)) + ")"
+    first_digits = (1, 2, 3, 4, 9, 5, 6, 7, 8, 0)  # guacd's commonest lengths first
+    return "(?:" + "|".join(f"{d}{after(d)}" for d in first_digits) + ")"
 
 
 _SYNC, _ERROR, _DISCONNECT, _LONG = 1, 2, 3, 4
@@ -498,7 +501,8 @@ _MAYBE_NOTED = frozenset(b"se.")  # the third byte of "4.sync", "5.error", "10.d
 
 # A whole instruction's elements up to the last one's value: the opcode
 # (``sync``, ``error`` and ``disconnect`` captured as groups 1-3), up to 126
-# short elements, then optionally one more element, short or of any length:
+# short elements (possessive: never given back, there is nothing to retry),
+# then optionally one more element, short or of any length:
 # for the latter (a blob's base64 nearly always) only its length prefix
 # (group 4), whose value the scanner skips by arithmetic. At most 128
 # elements; what follows must be ``;`` (checked by the scanner, with the
@@ -507,7 +511,7 @@ _E = _short_element()
 _WHOLE_INSTRUCTION = re.compile(
     (
         rf"(?:(4\.sync)|(5\.error)|(10\.disconnect)|{_E})"
-        rf"(?:,{_E}){{0,{MAX_ELEMENTS - 2}}}"
+        rf"(?:,{_E}){{0,{MAX_ELEMENTS - 2}}}+"
         rf"(?:,(?:{_E}|(\d{{1,{MAX_LENGTH_DIGITS}}})\.))?"
     ).encode(),
     re.DOTALL,
