@@ -17,7 +17,8 @@ Three processes on loopback, so each one's CPU is its own:
   times.
 
 With ``--hold N`` it measures memory instead: the broker's RSS (VmRSS) once
-started, then with N viewer streams open at the capture's pace (guacd
+started on a database already migrated (``broker migrate`` first, as in
+production), then with N viewer streams open at the capture's pace (guacd
 ``--pace``, syncs answered), and the difference per stream.
 
 Prints bytes relayed, wall time, throughput, the broker's CPU seconds (user +
@@ -143,6 +144,14 @@ def start(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], subprocess
         stderr=subprocess.DEVNULL,
         cwd=ROOT,
     )
+    if args.hold:  # as in production: the schema is current before the broker starts
+        subprocess.run(
+            [sys.executable, "-m", "broker", "migrate", "--config", str(config)],
+            check=True,
+            cwd=ROOT,
+            env={**os.environ, "BROKER_AUTH_HS256_SECRET": SECRET},
+            stdout=subprocess.DEVNULL,
+        )
     broker = start_broker(config, secret=SECRET, log=None, port=broker_port, log_level="WARNING")
     args.guacd_port = guacd_port
     return guacd, broker, broker_port
