@@ -4,7 +4,7 @@ Usage (from the repository root)::
 
     .venv/bin/python -m benchmarks.codec_bench [--capture PATH] [--chunk BYTES] [--repeat N]
 
-Prints MB/s (10^6 bytes a second, best of N runs) for:
+Prints MB/s (10^6 bytes a second, best of N runs) and ms per MB for:
 
 - boundary finding (`BoundaryScanner.feed` + `take`: what the relay pays),
 - full parsing (`Parser.feed`: instruction objects),
@@ -81,8 +81,10 @@ def main() -> None:
     print(
         f"{args.capture.name}: {len(data):,} bytes, {expected} instructions, {args.chunk} B reads"
     )
-    print(f"  boundary finding (BoundaryScanner) {best_rate(scan, chunks, args.repeat):8.1f} MB/s")
-    print(f"  full parsing (Parser)              {best_rate(parse, chunks, args.repeat):8.1f} MB/s")
+    measured = (("boundary finding (BoundaryScanner)", scan), ("full parsing (Parser)", parse))
+    for label, fn in measured:
+        rate = best_rate(fn, chunks, args.repeat)
+        print(f"  {label:34} {rate:8.1f} MB/s = {1000 / rate:5.2f} ms per MB")
     try:
         counted = pyguacamole_parse(chunks)
     except ImportError:

@@ -29,7 +29,7 @@ Three tools, from cheapest to richest:
 from __future__ import annotations
 
 import codecs
-from collections import deque
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -186,11 +186,15 @@ class BoundaryScanner:
     them. A partial instruction at the tail stays inside (at most one
     instruction: about 32 KiB at guacd's limits).
 
-    Cost: a few Python operations per *element*, never per byte. Each fed
-    chunk is checked once with ``bytes.isascii``; in ASCII chunks (guacd's
-    output nearly always: blobs are base64) bytes are code points and an
-    element is skipped by arithmetic. Elements in other chunks are checked
-    with ``isascii`` and counted with ``bytes.translate`` only if needed.
+    Cost: one regular-expression match per *instruction* for what guacd
+    nearly always sends (ASCII; every element but the last at most 99
+    characters without ``,`` or ``;``; the last of any length: see
+    `_WHOLE_INSTRUCTION`), and a few Python operations per element for the
+    rest (non-ASCII input, an instruction split across reads, anything the
+    expression does not take: it then starts again at the instruction's
+    head). Each fed chunk is checked once with ``bytes.isascii``; in ASCII
+    chunks bytes are code points. Elements in other chunks are checked with
+    ``isascii`` and counted with ``bytes.translate`` only if needed.
 
     Cheap observations for the relay, updated as instructions complete:
     ``syncs`` (how many ``sync`` instructions went by; the relay holds browser
@@ -227,7 +231,6 @@ class BoundaryScanner:
         "_base",
         "_pos",
         "_ready",
-        "_ends",
         "_in_content",
         "_remaining",
         "_elements",
@@ -250,11 +253,10 @@ class BoundaryScanner:
     )
 
     def __init__(self, *, repair_joins: bool = False) -> None:
-        self._buf = bytearray()
+        self._buf = b""  # held bytes; replaced, never mutated (a frame taken whole is not copied)
         self._base = 0  # stream offset of _buf[0]
         self._pos = 0  # next byte of _buf to examine
         self._ready = 0  # bytes at the head of _buf that are whole instructions
-        self._ends: deque[int] = deque()  # stream offsets where whole instructions end
         self._in_content = False
         self._remaining = 0  # code points left in the current element
         self._elements = 0
@@ -306,8 +308,9 @@ class BoundaryScanner:
         """
         if self._failure is not None:
             raise InstructionError(self._failure.message, status=self._failure.status)
-        self._buf += data
-        if not (data.tobytes() if isinstance(data, memoryview) else data).isascii():
+        chunk = data if isinstance(data, bytes) else bytes(data)
+        self._buf = self._buf + chunk if self._buf else chunk
+        if not chunk.isascii():
             self._ascii_from = len(self._buf)  # conservative: any of this chunk may be
         try:
             self._scan()
@@ -324,17 +327,19 @@ class BoundaryScanner:
         """
         cut = self._ready
         if max_bytes is not None and cut > max_bytes:
-            cut = self._ends[0] - self._base
-            for end in self._ends:
-                if end - self._base > max_bytes:
+            ends = _instruction_ends(self._buf, cut)
+            cut = ends[0]
+            for end in ends:
+                if end > max_bytes:
                     break
-                cut = end - self._base
+                cut = end
         if cut == 0:
             return b""
-        while self._ends and self._ends[0] - self._base <= cut:
-            self._ends.popleft()
-        data = bytes(self._buf[:cut])
-        del self._buf[:cut]
+        buf = self._buf
+        if cut == len(buf):
+            data, self._buf = buf, b""
+        else:
+            data, self._buf = buf[:cut], buf[cut:]
         self._base += cut
         self._pos -= cut
         self._ready -= cut
@@ -345,17 +350,43 @@ class BoundaryScanner:
         return data
 
     def _scan(self) -> None:
-        # One loop with local state: this runs once per element of every
-        # instruction guacd sends, so method calls and attribute lookups here
-        # are most of the relay's framing cost.
+        # One loop with local state: this runs once per instruction guacd
+        # sends (once per element off the fast path), so method calls and
+        # attribute lookups here are most of the relay's framing cost.
         buf, size, pos = self._buf, len(self._buf), self._pos
         ascii_from = self._ascii_from
         in_content, remaining = self._in_content, self._remaining
         elements, chars = self._elements, self._chars
         opcode_start, opcode_end = self._opcode_start, self._opcode_end
-        inst_start = self._inst_start
+        inst_start, ready = self._inst_start, self._ready
+        syncs, count = self.syncs, self.instructions
+        whole = _WHOLE_INSTRUCTION.match
+        maybe_noted, limit = _MAYBE_NOTED, MAX_INSTRUCTION_LENGTH
         try:
             while pos < size:
+                if not elements and pos >= ascii_from:
+                    # The fast path: a whole ASCII instruction in one match. A
+                    # miss (split, non-ASCII, unusual, malformed) costs one
+                    # match; the element loop below then takes it from its head.
+                    while (m := whole(buf, pos)) is not None:
+                        end = m.end()
+                        kind = m.lastindex
+                        if kind == 4:  # _LONG: the last element's length prefix
+                            end += int(m.group(4))
+                            kind = _kind_of(buf, pos) if buf[pos + 2] in maybe_noted else None
+                        if not (end < size and buf[end] == 59 and end - pos < limit):  # ";"
+                            break
+                        end += 1
+                        count += 1
+                        if kind is not None:
+                            if kind == 1:  # _SYNC
+                                syncs += 1
+                            else:
+                                self._noted(kind, buf, pos, end, syncs)
+                        pos = end
+                    ready = inst_start = pos
+                    if pos >= size:
+                        break
                 if not in_content:
                     dot = buf.find(b".", pos, pos + MAX_LENGTH_DIGITS + 1)
                     digits = buf[pos:dot] if dot >= 0 else buf[pos : pos + MAX_LENGTH_DIGITS + 1]
@@ -367,7 +398,7 @@ class BoundaryScanner:
                             if size - pos > MAX_INSTRUCTION_LENGTH:
                                 raise InstructionError("malformed length prefix")
                             break
-                        del buf[pos : cut + 1]
+                        buf = buf[:pos] + buf[cut + 1 :]
                         size = len(buf)
                         ascii_from = max(pos, ascii_from - (cut + 1 - pos))
                         self.repairs += 1
@@ -405,32 +436,35 @@ class BoundaryScanner:
                 if terminator != _SEMICOLON:
                     raise InstructionError("element not followed by ',' or ';'")
                 elements = chars = 0
-                self.instructions += 1
-                self._ready = self._inst_start = pos
-                self._ends.append(self._base + pos)
-                opcode_length = opcode_end - opcode_start
-                if opcode_length == 4 and buf.startswith(b"sync", opcode_start):
-                    self.syncs += 1
-                elif opcode_length == 5 and buf.startswith(b"error", opcode_start):
-                    if self.error is None:
-                        self.error_at = self._base + inst_start
-                        if not self.syncs:
-                            self.unsynced_error = self.error_at
-                    self._note_error(bytes(buf[inst_start:pos]))
-                elif (
-                    opcode_length == 10
-                    and self.disconnect_at is None
-                    and buf.startswith(b"disconnect", opcode_start)
-                ):
-                    self.disconnect_at = self._base + inst_start
-                    if not self.syncs:
-                        self.unsynced_disconnect = self.disconnect_at
-                inst_start = pos
+                count += 1
+                kind = _NOTED.get(buf[opcode_start:opcode_end])
+                if kind is not None:
+                    if kind == _SYNC:
+                        syncs += 1
+                    else:
+                        self._noted(kind, buf, inst_start, pos, syncs)
+                ready = inst_start = pos
         finally:
-            self._pos, self._in_content, self._remaining = pos, in_content, remaining
+            self._buf, self._pos = buf, pos
+            self._in_content, self._remaining = in_content, remaining
             self._elements, self._chars = elements, chars
             self._opcode_start, self._opcode_end = opcode_start, opcode_end
-            self._ascii_from = ascii_from
+            self._ascii_from, self._inst_start, self._ready = ascii_from, inst_start, ready
+            self.syncs, self.instructions = syncs, count
+
+    def _noted(self, kind: int, buf: bytes, start: int, end: int, syncs: int) -> None:
+        """An ``error`` or ``disconnect`` instruction ran from ``start`` to ``end``."""
+        offset = self._base + start
+        if kind == _ERROR:
+            if self.error is None:
+                self.error_at = offset
+                if not syncs:
+                    self.unsynced_error = offset
+                self._note_error(buf[start:end])
+        elif self.disconnect_at is None:
+            self.disconnect_at = offset
+            if not syncs:
+                self.unsynced_disconnect = offset
 
     def _repairable(self) -> bool:
         return self._repair and not self.syncs and self.repairs < MAX_JOIN_REPAIRS
@@ -444,7 +478,68 @@ class BoundaryScanner:
             self.error = ErrorReport.from_instruction(parse_instruction(text))
 
 
-def _check_partial_prefix(buf: bytearray, pos: int, size: int) -> None:
+# The scanner's fast path. One element of 0..99 code points whose value holds
+# no separator, its length prefix without leading zeros and the value checked
+# by the expression itself (``1(?:\.X|0\.X{10}|...)``: the engine tries only
+# the branches whose digits match); ASCII only, where bytes are code points.
+def _short_element() -> str:
+    value = "[^,;]"
+
+    def after(length: int) -> str:
+        branches = [rf"\.{value}{{{length}}}" if length else r"\."]
+        if 0 < length < 10:
+            branches += [f"{d}{after(length * 10 + d)}" for d in range(10)]
+        return "(?:" + "|".join(branches) + ")"
+
+    first_digits = (1, 2, 3, 4, 9, 5, 6, 7, 8, 0)  # guacd's commonest lengths first
+    return "(?:" + "|".join(f"{d}{after(d)}" for d in first_digits) + ")"
+
+
+_SYNC, _ERROR, _DISCONNECT, _LONG = 1, 2, 3, 4
+_NOTED = {b"sync": _SYNC, b"error": _ERROR, b"disconnect": _DISCONNECT}
+_MAYBE_NOTED = frozenset(b"se.")  # the third byte of "4.sync", "5.error", "10.disconnect"
+
+# A whole instruction's elements up to the last one's value: the opcode
+# (``sync``, ``error`` and ``disconnect`` captured as groups 1-3), up to 126
+# short elements (possessive: never given back, there is nothing to retry),
+# then optionally one more element, short or of any length:
+# for the latter (a blob's base64 nearly always) only its length prefix
+# (group 4), whose value the scanner skips by arithmetic. At most 128
+# elements; what follows must be ``;`` (checked by the scanner, with the
+# length limit), or the instruction goes the element-by-element way.
+_E = _short_element()
+_WHOLE_INSTRUCTION = re.compile(
+    (
+        rf"(?:(4\.sync)|(5\.error)|(10\.disconnect)|{_E})"
+        rf"(?:,{_E}){{0,{MAX_ELEMENTS - 2}}}+"
+        rf"(?:,(?:{_E}|(\d{{1,{MAX_LENGTH_DIGITS}}})\.))?"
+    ).encode(),
+    re.DOTALL,
+)
+
+
+def _kind_of(buf: bytes, start: int) -> int | None:
+    """Which noted opcode (if any) the instruction at ``start`` has."""
+    for prefix, kind in ((b"4.sync", _SYNC), (b"5.error", _ERROR), (b"10.disconnect", _DISCONNECT)):
+        if buf.startswith(prefix, start):
+            return kind
+    return None
+
+
+def _instruction_ends(buf: bytes, stop: int) -> list[int]:
+    """Where each whole instruction in ``buf[:stop]`` (already checked) ends."""
+    ends: list[int] = []
+    pos = 0
+    while pos < stop:
+        dot = buf.index(b".", pos)
+        pos, _ = _advance(buf, dot + 1, int(buf[pos:dot]), stop)
+        if buf[pos] == _SEMICOLON:
+            ends.append(pos + 1)
+        pos += 1
+    return ends
+
+
+def _check_partial_prefix(buf: bytes, pos: int, size: int) -> None:
     """Raise unless ``buf[pos:size]`` can still become a valid length prefix."""
     if size - pos > MAX_LENGTH_DIGITS:
         raise InstructionTooLarge(f"length prefix over {MAX_LENGTH_DIGITS} digits")
@@ -452,7 +547,7 @@ def _check_partial_prefix(buf: bytearray, pos: int, size: int) -> None:
         raise InstructionError("malformed length prefix")
 
 
-def _advance(buf: bytearray, pos: int, remaining: int, size: int) -> tuple[int, int]:
+def _advance(buf: bytes, pos: int, remaining: int, size: int) -> tuple[int, int]:
     """Skip ``remaining`` code points from ``pos``; return the new (pos, remaining).
 
     Counts characters *started* (non-continuation bytes), so a character split

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from broker.config.errors import ConfigError
 from broker.config.values import IPNetwork
 
+EVENT_LOOPS = ("uvloop", "asyncio")
+
 
 @dataclass(frozen=True)
 class ServerSettings:
@@ -18,7 +20,10 @@ class ServerSettings:
     request headers within ``header_timeout_seconds``, and one address may
     hold at most ``max_pending_headers_per_ip`` connections still sending
     them (`broker.web.connections`). ``workers`` processes serve the one
-    port (``broker serve --workers``, `broker.workers`; PostgreSQL only)."""
+    port (``broker serve --workers``, `broker.workers`; PostgreSQL only).
+    ``event_loop`` is what ``broker serve`` runs on: ``"uvloop"`` (the
+    default; asyncio's own loop where uvloop cannot be imported) or
+    ``"asyncio"``."""
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -32,6 +37,7 @@ class ServerSettings:
     header_timeout_seconds: float = 10.0
     max_pending_headers_per_ip: int = 32
     workers: int = 1
+    event_loop: str = "uvloop"
 
     def __post_init__(self) -> None:
         if self.header_timeout_seconds <= 0:
@@ -40,3 +46,7 @@ class ServerSettings:
             raise ConfigError("'server.max_pending_headers_per_ip' must be at least 1")
         if self.workers < 1:
             raise ConfigError("'server.workers' must be at least 1")
+        if self.event_loop not in EVENT_LOOPS:
+            raise ConfigError(
+                f"'server.event_loop' must be one of {', '.join(map(repr, EVENT_LOOPS))}"
+            )

@@ -9,17 +9,19 @@ autovacuum keeps its statistics).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import event, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as DbSession
 
 from broker.config.files import create_private_file, make_private_dir
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -119,6 +121,8 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[DbSession]:
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -135,7 +139,14 @@ async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
     Safe to run from several replicas at once: on PostgreSQL they queue on an
     advisory lock held for the migration's transaction (SQLite's ``BEGIN
     IMMEDIATE`` already serializes them); the later ones then find the schema
-    at ``revision`` and do nothing."""
+    at ``revision`` and do nothing.
+
+    A schema already at the newest revision (every start but the first after
+    an upgrade) is seen with one query, without importing Alembic: tens of
+    megabytes a running broker would hold for nothing."""
+    if revision == "head" and await _at_newest(engine):
+        return
+    from alembic import command
 
     def run(conn: Connection) -> None:
         if conn.dialect.name == "postgresql":
@@ -161,6 +172,37 @@ async def analyze(engine: AsyncEngine) -> None:
     async with engine.begin() as conn:
         await conn.exec_driver_sql(f"PRAGMA analysis_limit={SQLITE_ANALYSIS_LIMIT}")
         await conn.exec_driver_sql("ANALYZE")
+
+
+_REVISION = re.compile(r"^(down_revision|revision) = (?:\"([^\"]+)\"|None)$", re.MULTILINE)
+
+
+def newest_revision() -> str | None:
+    """The newest migration's revision, read from the scripts' own
+    ``revision = "..."`` and ``down_revision = "..."`` lines; None unless
+    that names exactly one (Alembic then decides)."""
+    revisions: set[str] = set()
+    replaced: set[str] = set()
+    for script in (MIGRATIONS / "versions").glob("*.py"):
+        for kind, value in _REVISION.findall(script.read_text(encoding="utf-8")):
+            if value:
+                (revisions if kind == "revision" else replaced).add(value)
+    heads = revisions - replaced
+    return heads.pop() if len(heads) == 1 else None
+
+
+async def _at_newest(engine: AsyncEngine) -> bool:
+    newest = newest_revision()
+    if newest is None:
+        return False
+
+    def read(conn: Connection) -> list[str]:
+        if not inspect(conn).has_table("alembic_version"):
+            return []
+        return list(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(read) == [newest]
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

@@ -33,9 +33,8 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -43,6 +42,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from broker.core.db import DbSession
 from broker.core.events import BusState, EventBus, SessionEnded
 from broker.core.models import utcnow
+
+if TYPE_CHECKING:
+    import asyncpg  # imported when listening: a SQLite broker never loads it
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +145,8 @@ class PgEventBus(EventBus):
             self._not_listening(f"listening connection lost ({why})")
 
     async def _connect(self) -> tuple[asyncpg.Connection, asyncio.Event]:
+        import asyncpg
+
         conn = await asyncpg.connect(
             self._dsn,
             timeout=CONNECT_TIMEOUT,

@@ -22,9 +22,15 @@ Before the first ``sync`` the scanner also skips the tail of an instruction
 whose head guacd 1.5.5 sent to no one (its race when a user joins; see
 `BoundaryScanner`): logged and counted (``guacd_join_repairs``), not fatal.
 
+The browser's answers to guacd's frames (``4.sync,N.<timestamp>;``, about
+one per frame) are recognised by their shape and length and forwarded without
+a parse. What goes to guacd is queued and written once per loop pass, so
+messages that arrive together cost one ``send``.
+
 Backpressure: a slow browser makes ``send_frame`` wait on the socket, so the
 relay stops reading guacd and TCP slows guacd down; nothing grows unbounded.
-A slow guacd does the same to the browser through ``drain``.
+A slow guacd does the same to the browser: once ``GUACD_BACKLOG`` bytes wait
+for it, the relay stops reading the browser until they drain.
 
 The relay ends when either side closes, when guacd sends ``error`` (passed to
 the browser first), or when `Relay.end` is called (the session ended, the
@@ -80,6 +86,11 @@ READ_SIZE = 65536
 MAX_BROWSER_MESSAGE = 8192 * 4 + 64  # guacd's 8192-character limit, in UTF-8 bytes
 WRITE_TIMEOUT = 15.0
 NUDGE_INTERVAL = 1.0
+# Browser to guacd: wait for guacd (up to WRITE_TIMEOUT) only once this much
+# is buffered for it (asyncio's own high-water mark), and let other streams
+# run at least every YIELD_EVERY messages handled without waiting.
+GUACD_BACKLOG = 65536
+YIELD_EVERY = 32
 
 
 class Diagnosis(Protocol):
@@ -189,6 +200,8 @@ class Relay:
         self.tunnel_id = str(uuid.uuid4())
         self.stats = RelayStats()
         self._held: list[bytes] | None = []
+        self._to_guacd: list[bytes] = []  # written once per loop pass (`_flush`)
+        self._sync_passes = "sync" in allowed
         self._held_limit = held_limit
         self._held_mask: tuple[str, ...] | None = None
         self._allowed = allowed
@@ -234,6 +247,7 @@ class Relay:
         is buffered before it closes; `GuacdConnection.aclose` bounds the wait)."""
         writer = self.guacd.writer
         if not writer.is_closing():
+            self._flush()
             writer.write(DISCONNECT)
             writer.close()
 
@@ -291,7 +305,7 @@ class Relay:
                 stats.frames_to_browser += 1
                 await send(frame, WSMsgType.TEXT)
                 if self._held is not None and scanner.syncs:
-                    await self._release_input()
+                    self._release_input()
                 if scanner.error is not None:
                     return Ending(scanner.error.status)
 
@@ -312,7 +326,7 @@ class Relay:
             try:
                 return await asyncio.wait_for(reader.read(READ_SIZE), self._nudge_interval)
             except TimeoutError:
-                self.guacd.writer.write(NOP)  # 6 bytes; the browser pump drains
+                self._write(NOP)  # 6 bytes; the browser pump drains
 
     async def _unreachable_workspace(self, scanner: BoundaryScanner, frame: bytes) -> Ending:
         """guacd said ``disconnect`` before any ``sync``: pass what came before
@@ -359,16 +373,53 @@ class Relay:
     # -- browser -> guacd -----------------------------------------------------
 
     async def _browser_to_guacd(self) -> Ending:
-        async for msg in self.ws:
-            if msg.type == WSMsgType.TEXT:
-                ending = await self._from_browser(msg.data)
+        receive = self.ws.receive
+        transport = self.guacd.writer.transport
+        stats = self.stats
+        plain_sync = self._sync_passes
+        unyielded = 0
+        while True:
+            msg = await receive()
+            if msg.type is not WSMsgType.TEXT:
+                if msg.type is WSMsgType.BINARY:
+                    return Ending(
+                        GuacamoleStatus.CLIENT_BAD_TYPE, "Binary messages are not accepted"
+                    )
+                return Ending(GuacamoleStatus.SUCCESS)  # the browser left
+            text: str = msg.data
+            if plain_sync and _is_sync_reply(text):
+                # The browser's answer to each frame (~330 a MB at full speed):
+                # one instruction by construction, allowed and never held.
+                stats.messages_from_browser += 1
+                self._write(text.encode())
+            else:
+                ending = await self._from_browser(text)
                 if ending is not None:
                     return ending
-            elif msg.type == WSMsgType.BINARY:
-                return Ending(GuacamoleStatus.CLIENT_BAD_TYPE, "Binary messages are not accepted")
-            else:
-                break
-        return Ending(GuacamoleStatus.SUCCESS)  # the browser left
+            if transport.get_write_buffer_size() >= GUACD_BACKLOG:
+                self._flush()
+                await asyncio.wait_for(self.guacd.writer.drain(), WRITE_TIMEOUT)
+                unyielded = 0
+            elif (unyielded := unyielded + 1) >= YIELD_EVERY:
+                # ``receive`` returns at once while messages are buffered: a
+                # browser that sends without pause must not hold the loop.
+                await asyncio.sleep(0)
+                unyielded = 0
+
+    def _write(self, data: bytes) -> None:
+        """Queue ``data`` for guacd: what the browser sends in one loop pass
+        (several ``sync`` answers, a burst of mouse moves) goes out in one write."""
+        if not self._to_guacd:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._to_guacd.append(data)
+
+    def _flush(self) -> None:
+        queued = self._to_guacd
+        if queued:
+            self._to_guacd = []
+            writer = self.guacd.writer
+            if not writer.is_closing():
+                writer.write(queued[0] if len(queued) == 1 else b"".join(queued))
 
     async def _from_browser(self, text: str) -> Ending | None:
         self.stats.messages_from_browser += 1
@@ -402,8 +453,7 @@ class Relay:
         if self._held is not None and not early:
             self._hold(instruction, data)
             return None
-        self.guacd.writer.write(data)
-        await asyncio.wait_for(self.guacd.writer.drain(), WRITE_TIMEOUT)
+        self._write(data)
         return None
 
     def _stream_of(self, instruction: Instruction) -> str | None:
@@ -439,20 +489,29 @@ class Relay:
             held.append(data)
         self._held_mask = mask
 
-    async def _release_input(self) -> None:
+    def _release_input(self) -> None:
         held, self._held = self._held, None
         self.synced = True
         if self._on_first_sync is not None:
             self._on_first_sync()
         if held:
-            self.guacd.writer.write(b"".join(held))
-            await asyncio.wait_for(self.guacd.writer.drain(), WRITE_TIMEOUT)
+            self._write(b"".join(held))  # after what the browser sent before
 
     def _touch(self) -> None:
         now = time.monotonic()
         if self._on_input is not None and now - self._last_input >= self._input_interval:
             self._last_input = now
             self._on_input()
+
+
+def _is_sync_reply(text: str) -> bool:
+    """Whether ``text`` is exactly ``4.sync,N.<N characters>;`` (N < 100):
+    the browser's answer to a frame, whole, checked without parsing it."""
+    if not text.startswith("4.sync,") or text[-1] != ";":
+        return False
+    dot = text.find(".", 7, 10)
+    digits = text[7:dot]
+    return dot > 7 and digits.isascii() and digits.isdigit() and int(digits) == len(text) - dot - 2
 
 
 def _refused(message: str) -> Ending:

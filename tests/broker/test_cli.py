@@ -297,6 +297,95 @@ async def test_serve_with_a_config_prints_no_token(tmp_path, start_serve, http):
     assert not (elsewhere / "state").exists()
 
 
+# What `broker serve` must never hold in production: the demo's simulators,
+# the PostgreSQL driver on SQLite, Alembic once the schema is current, and
+# anything of the test suite's. Each is megabytes of every replica's memory.
+NOT_IN_PRODUCTION = (
+    "protocols.simulated",
+    "tunnels.simulated",
+    "broker.demo",
+    "openapi_core",
+    "yaml",
+    "asyncpg",
+    "alembic",
+    "hypothesis",
+    "schemathesis",
+    "pytest",
+)
+
+# Loaded by the broker process itself (it is on PYTHONPATH): writes the names of
+# the modules loaded when the process exits.
+LOADED_MODULES_HOOK = """\
+import atexit, os, sys
+
+def _write():
+    with open(os.environ["LOADED_MODULES_FILE"], "w") as out:
+        out.write("\\n".join(sorted(sys.modules)))
+
+atexit.register(_write)
+"""
+
+
+async def test_serve_with_a_config_holds_only_what_it_serves_with(tmp_path, start_serve, http):
+    """A production broker (a config, SQLite migrated by `broker migrate`)
+    serves requests and stops on SIGTERM without ever loading the demo, test
+    libraries, the PostgreSQL driver or, its schema being current, Alembic."""
+    conf = write_config(
+        tmp_path,
+        """
+        [server]
+        data_dir = "state"
+        [auth]
+        issuer = "prod-issuer"
+        audience = "prod-audience"
+        [[workspaces]]
+        id = "ws-a"
+        name = "A"
+        type = "vnc"
+        [[workspaces]]
+        id = "ws-b"
+        name = "B"
+        type = "ssh"
+        """,
+    )
+    migrated = await run_cli(
+        "migrate", "--config", str(conf), cwd=tmp_path, env=cli_env(BROKER_AUTH_HS256_SECRET=SECRET)
+    )
+    assert migrated.code == 0, migrated.err
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(LOADED_MODULES_HOOK)
+    loaded_file = tmp_path / "modules.txt"
+    env = cli_env(
+        BROKER_AUTH_HS256_SECRET=SECRET,
+        BROKER_GUACD_HEALTH_CHECK_SECONDS="0",
+        PYTHONPATH=os.pathsep.join([str(hook), str(REPO)]),
+        LOADED_MODULES_FILE=str(loaded_file),
+    )
+    server = await start_serve("--config", str(conf), cwd=tmp_path, env=env)
+    await server.line_starting("broker listening on")
+    token = jwt.encode(
+        {
+            "sub": "pat",
+            "email": "pat@example.com",
+            "iss": "prod-issuer",
+            "aud": "prod-audience",
+            "exp": int(time.time()) + 600,
+            "amr": ["mfa"],
+        },
+        SECRET,
+        algorithm="HS256",
+    )
+    async with http.get(f"{server.base}/api/workspaces", headers=bearer(token)) as r:
+        assert r.status == 200, await r.text()
+        assert {w["id"] for w in await r.json()} == {"ws-a", "ws-b"}
+    assert await server.stop() == 0
+    loaded = loaded_file.read_text().split()
+    assert "broker.web.relay" in loaded  # the hook saw the broker's own modules
+    held = [m for m in loaded if any(m == n or m.startswith(f"{n}.") for n in NOT_IN_PRODUCTION)]
+    assert held == []
+
+
 # -- demo mode ---------------------------------------------------------------------------
 
 

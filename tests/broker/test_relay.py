@@ -456,3 +456,56 @@ async def test_upstream_not_found_after_the_first_sync_names_the_address(relayed
     frames, code, reason = await relayed.browser_close()
     assert frames == ["4.rect,1.0,1.0,1.0,1.1,1.1;", error(UNREACHABLE, 519)]
     assert (code, reason) == (1011, "519")
+
+
+# -- the browser's answers to guacd's frames ---------------------------------------
+
+
+def answer(stamp: int) -> str:
+    """What guacamole-common-js sends for each ``sync`` it has drawn."""
+    return i("sync", str(stamp))
+
+
+async def test_sync_answers_reach_guacd_in_order_among_the_input(relayed: Relayed) -> None:
+    """Hundreds of answers sent without pause, input between them: guacd gets
+    every byte, in the order the browser sent it."""
+    await first_sync(relayed)
+    sent = []
+    for n in range(600):
+        sent.append(answer(1_700_000_000_000 + n))
+        if n % 7 == 0:
+            sent.append(i("mouse", str(n), str(n), "0"))
+        if n % 50 == 0:
+            sent += [KEY, i("nop")]
+    for text in sent:
+        await relayed.browser.send_str(text)
+    expected = "".join(sent)
+    assert await relayed.from_guacd(len(expected)) == expected
+
+
+async def test_sync_answers_pass_while_input_is_held(relayed: Relayed) -> None:
+    """Before guacd's first ``sync`` the browser's answers (to a previous
+    viewer's frames) pass at once; the input around them waits for it."""
+    move = i("mouse", "10", "20", "0")
+    for text in [move, answer(1), KEY, answer(2)]:
+        await relayed.browser.send_str(text)
+    assert await relayed.from_guacd(len(answer(1) + answer(2))) == answer(1) + answer(2)
+    await first_sync(relayed)
+    assert await relayed.from_guacd(len(move + KEY)) == move + KEY
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "4.sync,2.1;",  # the length says 2
+        "4.sync,1.1;4.sync,1.2;",  # two instructions in one message
+        "4.sync,01.12;",  # a length that is no length
+        "4.sync,1.1,",
+    ],
+)
+async def test_what_only_looks_like_a_sync_answer_is_refused(relayed: Relayed, text: str) -> None:
+    await first_sync(relayed)
+    await relayed.browser.send_str(text)
+    frames, code, reason = await relayed.browser_close()
+    assert reason == str(int(GuacamoleStatus.CLIENT_BAD_REQUEST))
+    assert await asyncio.wait_for(relayed.guacd_reader.read(), TIMEOUT) == LEFT

@@ -108,3 +108,45 @@ def test_truncated_stream_is_visible_as_pending_bytes(batch: list[Instruction]) 
     parser = Parser()
     parser.feed(data[:-1])
     assert parser.pending > 0
+
+
+# What guacd sends: ASCII, short elements and long base64 blobs, the opcodes the
+# relay watches for among them; read in any chunking.
+guacd_values = st.one_of(
+    st.sampled_from(["0", "-1", "image/png", "", "1700000000000", "a;b,c", "Aborted."]),
+    st.integers(0, 2000).map(lambda n: "A" * n),  # 4 of them fit in one instruction
+    st.text(st.characters(max_codepoint=0x7F, exclude_characters="\x00"), max_size=120),
+)
+guacd_instructions = st.builds(
+    lambda opcode, args: Instruction(opcode, tuple(args)),
+    st.sampled_from(["sync", "error", "disconnect", "blob", "img", "end", "size", "s", "errors"]),
+    st.lists(guacd_values, max_size=4),
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(guacd_instructions, min_size=1, max_size=12), st.lists(st.integers(0, 10**6)))
+def test_the_scanner_notes_what_the_relay_watches_for_in_any_chunking(
+    batch: list[Instruction], cuts: list[int]
+) -> None:
+    data = encode_instructions(batch)
+    starts, offset = [], 0
+    for instruction in batch:
+        starts.append(offset)
+        offset += len(instruction.to_bytes())
+    scanner = BoundaryScanner()
+    taken = b""
+    for chunk in _split(data, cuts):
+        scanner.feed(chunk)
+        taken += scanner.take()
+    assert taken == data and scanner.instructions == len(batch)
+    opcodes = [b.opcode for b in batch]
+    assert scanner.syncs == opcodes.count("sync")
+    first_error = opcodes.index("error") if "error" in opcodes else None
+    first_disconnect = opcodes.index("disconnect") if "disconnect" in opcodes else None
+    assert scanner.error_at == (None if first_error is None else starts[first_error])
+    assert scanner.disconnect_at == (None if first_disconnect is None else starts[first_disconnect])
+    if first_disconnect is not None and "sync" not in opcodes[:first_disconnect]:
+        assert scanner.unsynced_disconnect == starts[first_disconnect]
+    else:
+        assert scanner.unsynced_disconnect is None

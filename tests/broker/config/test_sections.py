@@ -171,3 +171,18 @@ def test_database_max_overflow_is_read_from_the_file_and_the_environment(write):
 def test_negative_database_max_overflow_is_refused(write):
     message = refused(write("[database]\nmax_overflow = -1\n"))
     assert "'database.max_overflow' must be 0 or more" in message
+
+
+# -- server ------------------------------------------------------------------------
+
+
+def test_event_loop_is_uvloop_unless_asyncio_is_asked_for(write):
+    assert load(write("")).server.event_loop == "uvloop"
+    assert load(write('[server]\nevent_loop = "asyncio"\n')).server.event_loop == "asyncio"
+    env = {**SECRET_ENV, "BROKER_SERVER_EVENT_LOOP": "asyncio"}
+    assert load(write(""), env).server.event_loop == "asyncio"
+
+
+def test_unknown_event_loop_is_refused(write):
+    message = refused(write('[server]\nevent_loop = "trio"\n'))
+    assert "'server.event_loop' must be one of 'uvloop', 'asyncio'" in message
