@@ -207,11 +207,18 @@ class Credentials:
         """A viewer token's row and the session it was issued for, active or not;
         None for an unknown token."""
         async with self._db() as db:
-            row = await db.get(ViewerToken, hash_token(token))
-            if row is None:
-                return None
-            session = await db.get(Session, row.session_id)
-        if session is None or session.user_id != row.user_id:
+            # One indexed round trip: the token by its primary key, its session by its own.
+            found = (
+                await db.execute(
+                    select(ViewerToken, Session)
+                    .join(Session, Session.id == ViewerToken.session_id)
+                    .where(ViewerToken.token_hash == hash_token(token))
+                )
+            ).first()
+        if found is None:
+            return None
+        row, session = found
+        if session.user_id != row.user_id:
             return None
         return row, session
 
