@@ -56,7 +56,7 @@ from broker.config import Settings
 from broker.core import audit
 from broker.core.audit import Action, Actor
 from broker.core.auth import Authenticator, Entitlement, Principal, require_entitled
-from broker.core.db import DbSession
+from broker.core.db import DbSession, single_read
 from broker.core.errors import BrokerError, Forbidden, NotFound, Unauthorized
 from broker.core.models import (
     AppCookie,
@@ -207,6 +207,7 @@ class Credentials:
         """A viewer token's row and the session it was issued for, active or not;
         None for an unknown token."""
         async with self._db() as db:
+            await single_read(db)
             # One indexed round trip: the token by its primary key, its session by its own.
             found = (
                 await db.execute(
