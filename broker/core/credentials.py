@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import jwt
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from broker.config import Settings
@@ -70,6 +70,14 @@ from broker.core.queries import SESSION_NOT_FOUND
 
 MAX_SUBJECT = 255
 MAX_APP_COOKIES = 8
+
+# A viewer token's row and its session's, in one indexed round trip (each by
+# its primary key); built once, as it runs at every viewer connect.
+TOKEN_AND_SESSION = (
+    select(ViewerToken, Session)
+    .join(Session, Session.id == ViewerToken.session_id)
+    .where(ViewerToken.token_hash == bindparam("token_hash"))
+)
 
 
 def hash_token(token: str) -> str:
@@ -208,14 +216,8 @@ class Credentials:
         None for an unknown token."""
         async with self._db() as db:
             await single_read(db)
-            # One indexed round trip: the token by its primary key, its session by its own.
-            found = (
-                await db.execute(
-                    select(ViewerToken, Session)
-                    .join(Session, Session.id == ViewerToken.session_id)
-                    .where(ViewerToken.token_hash == hash_token(token))
-                )
-            ).first()
+            result = await db.execute(TOKEN_AND_SESSION, {"token_hash": hash_token(token)})
+            found = result.first()
         if found is None:
             return None
         row, session = found
