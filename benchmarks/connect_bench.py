@@ -57,9 +57,15 @@ SECRET = "connect-benchmark-secret-0123456789abcdef"
 PING_EVERY = 0.05
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_times(pid: int) -> tuple[float, float]:
+    """A process's (user, system) CPU seconds so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_times(pid))
 
 
 def own_cpu() -> float:
@@ -248,11 +254,12 @@ async def run(args: argparse.Namespace, broker: Broker, guacd: int) -> None:
         spy = profile(args.py_spy, broker.process.pid)
         if spy is not None:
             await asyncio.sleep(1.0)  # attached before the storm starts
-        cpu0, mine0, guacd0 = cpu_seconds(broker.process.pid), own_cpu(), cpu_seconds(guacd)
+        cpu0, mine0, guacd0 = cpu_times(broker.process.pid), own_cpu(), cpu_seconds(guacd)
         t0 = time.perf_counter()
         results = await asyncio.gather(*(first_frame(http, u, t0) for u in storm_urls))
         wall = time.perf_counter() - t0
-        cpu = cpu_seconds(broker.process.pid) - cpu0
+        user, system = (b - a for a, b in zip(cpu0, cpu_times(broker.process.pid), strict=True))
+        cpu = user + system
         mine = own_cpu() - mine0
         guacd_cpu = cpu_seconds(guacd) - guacd0
         if spy is not None:
@@ -279,7 +286,10 @@ async def run(args: argparse.Namespace, broker: Broker, guacd: int) -> None:
         f" {args.open} streams open"
     )
     print(f"all first frames in  {wall:.2f} s (median viewer {statistics.median(firsts):.2f} s)")
-    print(f"broker CPU           {cpu:.2f} s = {cpu * 1000 / n:.1f} ms per connect")
+    print(
+        f"broker CPU           {cpu:.2f} s = {cpu * 1000 / n:.1f} ms per connect"
+        f" ({user * 1000 / n:.1f} user + {system * 1000 / n:.1f} system)"
+    )
     print(f"generator CPU        {mine:.2f} s in {wall:.2f} s (this script)")
     print(f"simulated guacd CPU  {guacd_cpu:.2f} s")
     at_attach = attached["statements"] - before["statements"]
