@@ -262,6 +262,7 @@ class Credentials:
             if not looks_like_session_id(session_id):
                 raise NotFound(SESSION_NOT_FOUND)
             async with self._db() as db:
+                await single_read(db)
                 session = await db.get(Session, session_id)
             if session is None or session.user_id != who.user_id:
                 raise NotFound(SESSION_NOT_FOUND)
