@@ -94,9 +94,13 @@ class SessionTouches:
         await self.flush()
 
     async def flush(self) -> None:
-        """Write every mark made so far (and wait for a write under way);
-        never raises."""
+        """Write every mark made so far (after a write under way), and stop the
+        timer until the next mark; never raises."""
         async with self._writing:
+            # Marks made from here on start a timer of their own.
+            timer, self._timer = self._timer, None
+            if timer is not None and timer is not asyncio.current_task():
+                timer.cancel()  # asleep, or waiting for this lock: this write covers it
             viewer, self._viewer = self._viewer, set()
             inputs, self._input = self._input, set()
             connected, self._connected = self._connected, set()
@@ -131,11 +135,9 @@ class SessionTouches:
                 )
 
     async def aclose(self) -> None:
-        """Write what is pending; stop the timer (after the write: a timer that
-        is writing already is waited for, never cut short)."""
+        """Write what is pending and stop the timer (a write under way is
+        waited for, never cut short)."""
         await self.flush()
-        if self._timer is not None and not self._timer.done():
-            self._timer.cancel()
 
 
 def _chunks(ids: Iterable[str]) -> Iterable[list[str]]:
