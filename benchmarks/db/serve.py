@@ -10,6 +10,9 @@ engine the broker creates:
   HTTP handlers' tasks, else the name of the background task: ``reaper``,
   ``revoke-retry``, ...), with the parameters it last ran with (so the
   benchmark can EXPLAIN what really ran, not a copy of the queries);
+- pool checkouts and transactions begun, committed and rolled back (each a
+  round trip on PostgreSQL: a checkout's pre-ping, ``BEGIN``, ``COMMIT``,
+  ``ROLLBACK``), under ``events``;
 - on SQLite, a progress handler counting the virtual machine's steps in
   thousands: SQLite keeps no per-statement row counters, and its steps grow
   with the rows a statement reads (a table scan costs several per row).
@@ -81,6 +84,15 @@ class Counter:
         self.seen: dict[str, dict[str, Any]] = {}
         self._steps = 0
         self._steps_lock = threading.Lock()
+        # What costs a round trip besides statements: pool checkouts (a
+        # pre-ping on PostgreSQL), transactions begun, committed, rolled back.
+        self.events: dict[str, int] = {}
+
+    def on_event(self, name: str) -> Any:
+        def count(*_: Any) -> None:
+            self.events[name] = self.events.get(name, 0) + 1
+
+        return count
 
     def on_execute(
         self, _conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any
@@ -107,6 +119,7 @@ class Counter:
             "seq": self._seq,
             "statements": self.statements,
             "vm_steps_k": self._steps,
+            "events": self.events,
             "seen": self.seen,
         }
         tmp = self._path.with_suffix(".tmp")
@@ -118,6 +131,9 @@ def main() -> int:
     counter = Counter(Path(sys.argv[1]))
     event.listen(Engine, "before_cursor_execute", counter.on_execute)
     event.listen(Pool, "connect", counter.on_connect)
+    event.listen(Pool, "checkout", counter.on_event("checkout"))
+    for name in ("begin", "commit", "rollback"):
+        event.listen(Engine, name, counter.on_event(name))
     signal.signal(signal.SIGUSR1, counter.dump)
     from broker.__main__ import main as broker_main
 

@@ -49,14 +49,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import jwt
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from broker.config import Settings
 from broker.core import audit
 from broker.core.audit import Action, Actor
 from broker.core.auth import Authenticator, Entitlement, Principal, require_entitled
-from broker.core.db import DbSession
+from broker.core.db import DbSession, single_read
 from broker.core.errors import BrokerError, Forbidden, NotFound, Unauthorized
 from broker.core.models import (
     AppCookie,
@@ -70,6 +70,14 @@ from broker.core.queries import SESSION_NOT_FOUND
 
 MAX_SUBJECT = 255
 MAX_APP_COOKIES = 8
+
+# A viewer token's row and its session's, in one indexed round trip (each by
+# its primary key); built once, as it runs at every viewer connect.
+TOKEN_AND_SESSION = (
+    select(ViewerToken, Session)
+    .join(Session, Session.id == ViewerToken.session_id)
+    .where(ViewerToken.token_hash == bindparam("token_hash"))
+)
 
 
 def hash_token(token: str) -> str:
@@ -207,11 +215,13 @@ class Credentials:
         """A viewer token's row and the session it was issued for, active or not;
         None for an unknown token."""
         async with self._db() as db:
-            row = await db.get(ViewerToken, hash_token(token))
-            if row is None:
-                return None
-            session = await db.get(Session, row.session_id)
-        if session is None or session.user_id != row.user_id:
+            await single_read(db)
+            result = await db.execute(TOKEN_AND_SESSION, {"token_hash": hash_token(token)})
+            found = result.first()
+        if found is None:
+            return None
+        row, session = found
+        if session.user_id != row.user_id:
             return None
         return row, session
 
@@ -252,6 +262,7 @@ class Credentials:
             if not looks_like_session_id(session_id):
                 raise NotFound(SESSION_NOT_FOUND)
             async with self._db() as db:
+                await single_read(db)
                 session = await db.get(Session, session_id)
             if session is None or session.user_id != who.user_id:
                 raise NotFound(SESSION_NOT_FOUND)

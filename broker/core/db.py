@@ -2,8 +2,8 @@
 
 SQLite (the default) runs in WAL mode with a busy timeout, and every
 transaction starts with ``BEGIN IMMEDIATE`` so two writers queue on the busy
-timeout instead of deadlocking on a read-to-write upgrade; `analyze` keeps its
-planner's statistics fresh. PostgreSQL is used as is (``postgresql+asyncpg://``;
+timeout instead of deadlocking on a read-to-write upgrade, except a
+`single_read`; `analyze` keeps its planner's statistics fresh. PostgreSQL is used as is (``postgresql+asyncpg://``;
 autovacuum keeps its statistics).
 """
 
@@ -32,6 +32,7 @@ __all__ = [
     "create_engine",
     "migrate",
     "session_factory",
+    "single_read",
 ]
 
 # Rows of each index SQLite's ANALYZE samples: statistics good enough to choose
@@ -99,7 +100,8 @@ def _sqlite_engine(url: str, busy_timeout_ms: int, echo: bool) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if not conn.get_execution_options().get(SINGLE_READ):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -118,6 +120,23 @@ def _create_sqlite_file(database: str) -> None:
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[DbSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+# The execution option of a `single_read` connection.
+SINGLE_READ = "broker_single_read"
+
+
+async def single_read(db: DbSession) -> None:
+    """Run ``db``'s statements outside a transaction, before its first one: for
+    a read of one statement, which sees one consistent snapshot by itself.
+    SQLite: no ``BEGIN IMMEDIATE``, so the read never waits for the write lock
+    (in WAL mode readers and the writer do not block each other); PostgreSQL:
+    autocommit, without the ``BEGIN`` and ``ROLLBACK`` round trips. Nothing
+    read this way may be written back in the same session."""
+    options: dict[str, Any] = {SINGLE_READ: True}
+    if db.get_bind().dialect.name == "postgresql":
+        options["isolation_level"] = "AUTOCOMMIT"
+    await db.connection(execution_options=options)
 
 
 def alembic_config(url: str) -> Config:

@@ -55,6 +55,7 @@ from broker.core.queries import (
     count_active_for_user,
 )
 from broker.core.revokes import Revokes
+from broker.core.touches import SessionTouches
 from broker.core.workspaces import uses_guacd
 from tunnels.base import Grant, Target, TunnelError, TunnelProvider, TunnelStatus
 from tunnels.direct import DirectProvider
@@ -96,30 +97,26 @@ class SessionService(Revokes):
         self._tunnels = tunnels
         self._events = events
         self._clock = clock
-        self._background: set[asyncio.Task[None]] = set()
+        self._touches = SessionTouches(db, clock)
         self._on_launch = on_launch
         # Whether some guacd can take a new connection (the broker's pool).
         self._guacd_available = guacd_available
 
     # -- activity ------------------------------------------------------------
+    #
+    # What a viewer's connect, input and first frame change on its session is
+    # written in batches (`broker.core.touches`): at most one transaction a
+    # second for all of them, instead of one or more per connect.
 
     def note_activity(self, session_id: str) -> None:
-        """Record user input on a session (for idle limits), in the background;
+        """Record user input on a session (for idle limits), within a second;
         callers throttle it. A failed write only delays the idle clock."""
-        task = asyncio.get_running_loop().create_task(self._touch(session_id))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._touches.input(session_id)
 
-    async def _touch(self, session_id: str) -> None:
-        try:
-            async with self._db() as db, db.begin():
-                await db.execute(
-                    update(Session)
-                    .where(Session.id == session_id, Session.status == SessionStatus.ACTIVE)
-                    .values(last_activity_at=self._clock())
-                )
-        except Exception as exc:
-            log.warning("could not record activity of %s: %s", session_id, type(exc).__name__)
+    def note_viewer(self, session_id: str) -> None:
+        """A viewer attached to or left the session now (idle-without-viewer
+        clock), recorded within a second."""
+        self._touches.viewer(session_id)
 
     async def touch_viewers(self, session_ids: Collection[str], at: datetime | None = None) -> None:
         """Viewers are attached to these sessions now (idle-without-viewer clock)."""
@@ -135,7 +132,9 @@ class SessionService(Revokes):
     async def connect_failed(self, session_id: str, error: str) -> None:
         """A viewer's try to reach the desktop failed before its first ``sync``:
         keep ``error`` as the session's last, and start the connect_failed
-        clock unless it runs already (`broker.core.reaper`)."""
+        clock unless it runs already (`broker.core.reaper`). Written now, not
+        batched: the viewer is told after it."""
+        self._touches.failed(session_id)
         async with self._db() as db, db.begin():
             await db.execute(
                 update(Session)
@@ -150,33 +149,15 @@ class SessionService(Revokes):
 
     def note_connected(self, session_id: str) -> None:
         """A viewer reached its first ``sync``: clear the failure and its clock,
-        in the background (called from the relay's hot path)."""
-        task = asyncio.get_running_loop().create_task(self._connected(session_id))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _connected(self, session_id: str) -> None:
-        try:
-            async with self._db() as db, db.begin():
-                await db.execute(
-                    update(Session)
-                    .where(
-                        Session.id == session_id,
-                        Session.status == SessionStatus.ACTIVE,
-                        Session.connect_failing_since.is_not(None),
-                    )
-                    .values(last_connect_error=None, connect_failing_since=None)
-                )
-        except Exception as exc:
-            log.warning("could not clear connect failure of %s: %s", session_id, type(exc).__name__)
+        within a second (called from the relay's hot path)."""
+        self._touches.connected(session_id)
 
     async def background_written(self) -> None:
-        """Return once the background writes started so far are done (at most 5 s)."""
-        if self._background:
-            await asyncio.wait(set(self._background), timeout=5)
+        """Return once the times noted so far are written."""
+        await self._touches.flush()
 
     async def aclose(self) -> None:
-        await self.background_written()
+        await self._touches.aclose()
 
     # -- launch ------------------------------------------------------------
 

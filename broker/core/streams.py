@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,18 +60,34 @@ class Stream(Protocol):
         from event handlers and sweeps: must return at once and never raise."""
 
 
+# How long the registry remembers a session's end it was told of: longer than
+# a stream takes from its session check to `add` (a guacd handshake, bounded
+# by its timeouts). Session ids are never reused, so remembering is safe.
+ENDED_MEMORY_SECONDS = 120.0
+
+
 class OpenStreams:
     """The open streams, by session id. Streams are held weakly: one that is
-    dropped without `remove` disappears by itself."""
+    dropped without `remove` disappears by itself.
+
+    A stream added for a session whose end the registry was told of lately
+    (`on_session_ended`) is ended at once: a viewer that checked its session,
+    then spent a guacd handshake before `add`, needs no second read of the
+    session to learn that it ended in between."""
 
     def __init__(self) -> None:
         self._open: dict[str, weakref.WeakSet[Stream]] = {}
         self._empty = asyncio.Event()
         self._empty.set()
+        # session id -> (when told, its ending), oldest first
+        self._ended: dict[str, tuple[float, Ending]] = {}
 
     def add(self, session_id: str, stream: Stream) -> None:
         self._open.setdefault(session_id, weakref.WeakSet()).add(stream)
         self._empty.clear()
+        ended = self._ended.get(session_id)
+        if ended is not None:
+            stream.end(ended[1])
 
     def remove(self, session_id: str, stream: Stream) -> None:
         streams = self._open.get(session_id)
@@ -117,6 +134,19 @@ class OpenStreams:
         return sum(self.end_session(sid, ending) for sid in self.session_ids())
 
     async def on_session_ended(self, event: SessionEnded) -> None:
-        """The `EventBus` subscriber: the session's streams end with its reason."""
-        if ended := self.end_session(event.session_id, ending_for(event.reason)):
+        """The `EventBus` subscriber: the session's streams end with its reason
+        (and streams added for it later, see the class docstring)."""
+        ending = ending_for(event.reason)
+        self._remember(event.session_id, ending)
+        if ended := self.end_session(event.session_id, ending):
             log.info("session %s ended: closing %d stream(s)", event.session_id, ended)
+
+    def _remember(self, session_id: str, ending: Ending) -> None:
+        now = time.monotonic()
+        self._ended.pop(session_id, None)
+        self._ended[session_id] = (now, ending)
+        while self._ended:
+            oldest = next(iter(self._ended))
+            if now - self._ended[oldest][0] < ENDED_MEMORY_SECONDS:
+                break
+            del self._ended[oldest]

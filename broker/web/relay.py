@@ -225,10 +225,16 @@ class Relay:
     async def run(self) -> Ending:
         """Relay until the end; closes the WebSocket and guacd. Returns why it ended."""
         await self.ws.send_str(Instruction("", (self.tunnel_id,)).encode())
-        pumps = [
-            asyncio.create_task(self._guard(self._guacd_to_browser())),
-            asyncio.create_task(self._guard(self._browser_to_guacd())),
-        ]
+        # Ended before it ran (its session ended while guacd was connecting):
+        # no pump to start, and none left unawaited.
+        pumps = (
+            []
+            if self._ending.done()
+            else [
+                asyncio.create_task(self._guard(self._guacd_to_browser())),
+                asyncio.create_task(self._guard(self._browser_to_guacd())),
+            ]
+        )
         try:
             ending = await self._ending
         finally:

@@ -18,7 +18,6 @@ JSON.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,7 +27,7 @@ from aiohttp import web
 from broker.core.errors import BrokerError, ConfigError, Forbidden, NotFound, Unauthorized
 from broker.core.models import ConnectTarget, Session, SessionStatus
 from broker.core.runtime import Broker
-from broker.core.streams import DEFAULT_ENDING, DRAINING, ending_for
+from broker.core.streams import DRAINING, ending_for
 from broker.core.workspaces import guacd_request, records, uses_guacd
 from broker.web.guard import note_refusal
 from broker.web.http import bearer_token, broker_of, json_response, metrics_of
@@ -110,20 +109,22 @@ async def websocket_tunnel(request: web.Request) -> web.StreamResponse:
     if not ws.can_prepare(request).ok:
         raise web.HTTPBadRequest(reason="WebSocket upgrade expected")
     session_id = request.match_info["session_id"]
-    refusal = await _refusal(broker, session_id, request.query.get("token", ""))
+    checked = await _checked(broker, session_id, request.query.get("token", ""))
+    refusal = checked if isinstance(checked, Ending) else None
     note_refusal(request, refusal)  # a refused credential counts for the rate limits
     await ws.prepare(request)
-    if refusal is not None:
-        await close_websocket(ws, refusal)
+    if isinstance(checked, Ending):
+        await close_websocket(ws, checked)
         return ws
-    session = await broker.queries.get(session_id)
-    assert session is not None
     display = DisplaySettings.from_query(request.query.items())
-    await _stream(broker, metrics_of(request), ws, session, display)
+    await _stream(broker, metrics_of(request), ws, checked, display)
     return ws
 
 
-async def _refusal(broker: Broker, session_id: str, token: str) -> Ending | None:
+async def _checked(broker: Broker, session_id: str, token: str) -> Session | Ending:
+    """The active session the viewer may watch, as the database has it now (the
+    credential's row and the session's, read together), or the refusal to
+    close the tunnel with."""
     if broker.draining:
         return DRAINING
     try:
@@ -141,7 +142,7 @@ async def _refusal(broker: Broker, session_id: str, token: str) -> Ending | None
     ws = broker.settings.workspace(session.workspace_id)
     if ws is None or not uses_guacd(ws):
         return Ending(S.CLIENT_BAD_REQUEST, "This session has no remote desktop")
-    return None
+    return session
 
 
 async def _stream(
@@ -183,18 +184,16 @@ async def _stream(
         before_close=lambda ending: _after_try(broker, session.id, relay, ending),
         diagnosis=TargetDiagnosis(target),
     )
+    # A session that ended while guacd was connecting: the registry remembers
+    # ends it was told of lately and ends the relay at once (a lost notice from
+    # another replica: the reaper's sweep, as for any stream).
     broker.streams.add(session.id, relay)
-    await broker.sessions.touch_viewers([session.id])
+    broker.sessions.note_viewer(session.id)  # attach and detach: written in batches
     try:
-        # The session may have ended while guacd was connecting.
-        current = await broker.queries.get(session.id)
-        if current is None or current.status != SessionStatus.ACTIVE:
-            relay.end(ending_for(current.end_reason or "") if current else DEFAULT_ENDING)
         ending = await relay.run()
     finally:
         broker.streams.remove(session.id, relay)
-        with contextlib.suppress(Exception):  # the detach time is best effort
-            await broker.sessions.touch_viewers([session.id])
+        broker.sessions.note_viewer(session.id)
         metrics.relayed(relay.stats)
     log.info("viewer of session %s closed: status %d", session.id, ending.status)
 

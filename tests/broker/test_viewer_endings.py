@@ -120,3 +120,27 @@ port = {port}
     assert not any("10.disconnect;" in f for f in frames)
     session = (await api.get(f"/api/sessions/{launched['session_id']}", token())).body
     assert "refused the login" in session["last_connect_error"]
+
+
+async def test_a_session_ended_during_the_guacd_handshake_ends_its_viewer(
+    broker_for, start_guacd, token
+):
+    """The credential and the session are checked before guacd is asked; a
+    session that ends while guacd hand-shakes still ends the viewer that was
+    on its way, with the end's status, and guacd is told."""
+    guacd = await start_guacd(first_frame_delay=0.05, slow_handshake_delay=1.0)
+    api = await broker_for(guacd.port)
+    t = token()
+    launched = await launch(api, t)
+    sid = launched["session_id"]
+    guacd.inject(Failure.SLOW_HANDSHAKE)
+    opening = asyncio.create_task(open_tunnel(api, sid, launched["viewer_token"]))
+    await guacd.wait_for(lambda: len(guacd.handshakes) == 1, timeout=10)
+    # guacd holds `ready` back; the user ends the session meanwhile.
+    assert (await api.post(f"/api/sessions/{sid}/disconnect", t)).status == 200
+
+    frames, code, reason = await finish(await opening)
+
+    assert (code, reason) == (1000, "0")
+    assert not any("4.sync," in f for f in frames)
+    await guacd.wait_for(lambda: guacd.active == 0, timeout=10)

@@ -52,3 +52,12 @@ async def test_limits_hold_before_content_is_read() -> None:
         await read_instruction(_reader(b"99999.", eof=False))
     with pytest.raises(InstructionTooLarge):
         await read_instruction(_reader(b"123456.", eof=False))
+
+
+async def test_semicolons_inside_values_do_not_end_the_instruction() -> None:
+    # guacd's texts and mimetypes may hold ';' and ','.
+    reader = _reader(b"5.error,10.a;b,c;d;e;,3.519;5.audio,31.audio/L16;rate=44100,channels=2;")
+    assert await read_instruction(reader) == Instruction("error", ("a;b,c;d;e;", "519"))
+    audio = await read_instruction(reader)
+    assert audio == Instruction("audio", ("audio/L16;rate=44100,channels=2",))
+    assert await read_instruction(reader) is None
