@@ -48,8 +48,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Delete, delete, select, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
+from sqlalchemy import ColumnElement, CursorResult, Delete, delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from broker.config import RetentionSettings
 from broker.core import audit
@@ -57,12 +57,14 @@ from broker.core.archive import RangeHash, Window, entries, entry_line, iso_micr
 from broker.core.audit import Action, Actor
 from broker.core.db import DbSession
 from broker.core.models import AppCookie, AuditEvent, Session, SessionStatus, ViewerToken, utcnow
+from broker.core.turns import Turns, lock_id
 
 log = logging.getLogger(__name__)
 
 # Any fixed 64-bit number, distinct from the migration lock: the PostgreSQL
 # advisory lock that lets one replica prune at a time.
-LOCK_ID = 0x7072756E6572  # "pruner"
+LOCK_NAME = "retention"
+LOCK_ID = lock_id(LOCK_NAME)  # the advisory lock a run holds (`broker.core.turns`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +120,7 @@ class Pruner:
         self._clock = clock
         self._pause = pause
         self._running = asyncio.Lock()
+        self._turns = Turns(engine)
 
     async def run_once(self) -> Pruned | None:
         """One run; None when another run (here or on another replica) holds
@@ -135,20 +138,8 @@ class Pruner:
         if self._running.locked():
             yield False
             return
-        async with self._running:
-            if self._engine.dialect.name != "postgresql":
-                yield True
-                return
-            async with self._engine.connect() as conn:
-                got = await conn.scalar(text("SELECT pg_try_advisory_lock(:id)"), {"id": LOCK_ID})
-                await conn.commit()  # a session lock: it outlives this transaction
-                if not got:
-                    yield False
-                    return
-                try:
-                    yield True
-                finally:
-                    await _unlock(conn)
+        async with self._running, self._turns.take(LOCK_NAME) as mine:
+            yield mine
 
     async def _prune(self, now: datetime) -> Pruned:
         counts = _Counts()
@@ -330,14 +321,3 @@ async def _deleted(db: DbSession, stmt: Delete) -> int:
     """Run a bulk ``DELETE`` (no ORM bookkeeping) and return how many rows went."""
     result = await db.execute(stmt.execution_options(synchronize_session=False))
     return cast(CursorResult[Any], result).rowcount
-
-
-async def _unlock(conn: AsyncConnection) -> None:
-    """Release the advisory lock; if that fails, drop the connection (the
-    lock dies with it) rather than return it to the pool still locked."""
-    try:
-        await conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": LOCK_ID})
-        await conn.commit()
-    except Exception:
-        log.warning("retention: could not release the advisory lock; dropping the connection")
-        await conn.invalidate()
