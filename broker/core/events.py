@@ -65,11 +65,6 @@ class EventBus:
             except Exception:
                 log.exception("session event listener failed")
 
-    async def publish(self, event: SessionEnded) -> None:
-        """`deliver` here, and to other replicas in a transaction of its own
-        (for an event whose change committed without `announce`)."""
-        await self.deliver(event)
-
     def state(self) -> BusState | None:
         """None: delivery is in-process and cannot be lost."""
         return None

@@ -36,7 +36,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.core.db import DbSession
@@ -108,19 +107,6 @@ class PgEventBus(EventBus):
 
     def _payload(self, event: SessionEnded) -> str:
         return json.dumps({"o": self._origin, "s": event.session_id, "r": event.reason})
-
-    async def publish(self, event: SessionEnded) -> None:
-        await self.deliver(event)
-        payload = self._payload(event)
-        try:
-            async with self._engine.begin() as conn:
-                await conn.execute(
-                    text("SELECT pg_notify(:channel, :payload)"),
-                    {"channel": CHANNEL, "payload": payload},
-                )
-        except (OSError, SQLAlchemyError, TimeoutError) as exc:
-            # Other replicas will notice at their next sweep.
-            log.warning("could not notify other replicas: %s", type(exc).__name__)
 
     async def _listen_forever(self) -> None:
         failures = 0  # connection attempts failed in a row
